@@ -1,0 +1,440 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/go-json-experiment/json/jsontext"
+	"github.com/squib-vmm/squib/internal/api"
+	"github.com/squib-vmm/squib/internal/cli"
+	"github.com/squib-vmm/squib/internal/logger"
+	"github.com/squib-vmm/squib/internal/metrics"
+	"github.com/squib-vmm/squib/internal/mmds"
+	"github.com/squib-vmm/squib/internal/vmm"
+)
+
+// Env is what Main needs from the outside world; tests substitute their
+// own writers, builder and signal source.
+type Env struct {
+	Stdout, Stderr io.Writer
+	// Builder boots VMs; nil means the KVM builder.
+	Builder vmm.Builder
+	// Signals, if set, replaces the process's signal subscription.
+	Signals <-chan os.Signal
+	// Ready, if set, is called with the API socket path once it serves.
+	Ready func(sock string)
+}
+
+// exitError carries an exit code and the message printed as "Error: ...".
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+// Main runs squib with args (without the program name) and returns the
+// process exit code.
+func Main(args []string, env Env) int {
+	log := logger.For("main", "main")
+	code, err := run(args, env, log)
+	if err != nil {
+		var ee *exitError
+		if !errors.As(err, &ee) {
+			ee = &exitError{code: ExitGenericError, msg: err.Error()}
+		}
+		fmt.Fprintf(env.Stderr, "Error: %s\n", ee.msg)
+		log.Errorf("Firecracker exiting with error. exit_code=%d", ee.code)
+		return ee.code
+	}
+	if code == ExitOK {
+		log.Infof("Firecracker exiting successfully. exit_code=0")
+	} else {
+		log.Errorf("Firecracker exiting with error. exit_code=%d", code)
+	}
+	return code
+}
+
+func run(argv []string, env Env, log logger.Handle) (int, error) {
+	p := parser()
+	args, err := p.Parse(argv)
+	if err != nil {
+		return 0, &exitError{ExitArgParsing, fmt.Sprintf("Arguments parsing error: %s \n\nFor more information try --help.", err)}
+	}
+	switch {
+	case args.HelpRequested():
+		fmt.Fprintf(env.Stdout, "Firecracker v%s\n\n%s\n", vmm.FirecrackerVersion, p.FormattedHelp())
+		return ExitOK, nil
+	case args.VersionRequested():
+		fmt.Fprintf(env.Stdout, "Firecracker v%s\n\n", vmm.FirecrackerVersion)
+		return ExitOK, nil
+	case args.Flag("snapshot-version"):
+		fmt.Fprintf(env.Stdout, "v%s\n", vmm.SnapshotVersion)
+		return ExitOK, nil
+	}
+	if path, ok := args.Value("describe-snapshot"); ok {
+		return describeSnapshot(path, env.Stdout)
+	}
+
+	id, _ := args.Value("id")
+	if err := validateInstanceID(id); err != nil {
+		return 0, &exitError{ExitArgParsing, "Invalid instance ID: " + err.Error()}
+	}
+	logger.Default.SetInstanceID(id)
+	if err := configureLogger(args); err != nil {
+		return 0, err
+	}
+	log.Infof("Running Firecracker v%s (squib %s)", vmm.FirecrackerVersion, vmm.SquibVersion)
+
+	sigs := env.Signals
+	if sigs == nil {
+		ch := make(chan os.Signal, 4)
+		signal.Notify(ch, handledSignals...)
+		defer signal.Stop(ch)
+		sigs = ch
+	}
+
+	if path, ok := args.Value("metrics-path"); ok {
+		if err := metrics.Default.Init(path); err != nil {
+			return 0, &exitError{ExitGenericError, "Could not initialize metrics: Cannot initialize the metrics system due to bad user input: " + err.Error()}
+		}
+	}
+
+	if err := checkSeccompFlags(args, log); err != nil {
+		return 0, err
+	}
+
+	payload, err := parseSize(args, "http-api-max-payload-size", api.DefaultMaxPayload)
+	if err != nil {
+		return 0, err
+	}
+	mmdsLimit, err := parseSize(args, "mmds-size-limit", payload)
+	if err != nil {
+		return 0, err
+	}
+	startUS, err := parseU64(args, "start-time-us")
+	if err != nil {
+		return 0, err
+	}
+	startCPUUS, err := parseU64(args, "start-time-cpu-us")
+	if err != nil {
+		return 0, err
+	}
+	parentCPUUS, err := parseU64(args, "parent-cpu-time-us")
+	if err != nil {
+		return 0, err
+	}
+
+	var configData []byte
+	if path, ok := args.Value("config-file"); ok {
+		configData, err = os.ReadFile(path)
+		if err != nil {
+			return 0, &exitError{ExitGenericError, "Unable to open or read from the configuration file: " + logger.OSErrorText(err)}
+		}
+	}
+	store := mmds.NewStore(int(mmdsLimit))
+	if path, ok := args.Value("metadata"); ok {
+		if err := loadMetadata(store, path); err != nil {
+			return 0, err
+		}
+		log.Infof("Successfully added metadata to mmds from file")
+	}
+
+	builder := env.Builder
+	if builder == nil {
+		builder = vmm.KVMBuilder{}
+	}
+	ctrl := vmm.NewController(vmm.Options{
+		InstanceID: id,
+		EnablePCI:  args.Flag("enable-pci"),
+		BootTimer:  args.Flag("boot-timer"),
+		Builder:    builder,
+		Hooks: vmm.Hooks{
+			ConfigureLogger:  applyLoggerConfig,
+			ConfigureMetrics: applyMetricsConfig,
+			FlushMetrics:     metrics.Default.Write,
+			Mmds:             store,
+		},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go ctrl.Run(ctx)
+
+	var srv *api.Server
+	if !args.Flag("no-api") {
+		sock, _ := args.Value("api-sock")
+		l, err := listen(sock)
+		if err != nil {
+			return 0, err
+		}
+		log.Infof("Listening on API socket (%q).", sock)
+		srv = api.New(ctrl, api.Options{MaxPayload: int64(payload), Mmds: store})
+		go srv.Serve(l)
+		defer srv.Shutdown(context.Background())
+		recordStartup(startUS, startCPUUS, parentCPUUS)
+		log.Infof("API server started.")
+		if env.Ready != nil {
+			env.Ready(sock)
+		}
+	}
+
+	if configData != nil {
+		if err := bootFromConfig(ctx, ctrl, configData, srv != nil, log); err != nil {
+			return 0, err
+		}
+	}
+
+	for {
+		select {
+		case code := <-ctrl.Exited():
+			log.Infof("Vmm is stopping.")
+			metrics.Default.Write()
+			return code, nil
+		case sig := <-sigs:
+			if code, exit := onSignal(sig, log); exit {
+				return code, nil
+			}
+		}
+	}
+}
+
+// validateInstanceID applies Firecracker's rule: 1 to 64 characters, each
+// alphanumeric or a hyphen.
+func validateInstanceID(id string) error {
+	if len(id) < 1 || len(id) > 64 {
+		return fmt.Errorf("Invalid len (%d);  the length must be between 1 and 64", len(id))
+	}
+	for _, c := range id {
+		if !(c == '-' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return fmt.Errorf("Invalid char (%c) at position %d", c, indexRune(id, c))
+		}
+	}
+	return nil
+}
+
+func indexRune(s string, r rune) int {
+	for i, c := range []rune(s) {
+		if c == r {
+			return i
+		}
+	}
+	return -1
+}
+
+func configureLogger(args *cli.Args) error {
+	var c logger.Config
+	if v, ok := args.Value("level"); ok {
+		lvl, err := logger.ParseLevel(v)
+		if err != nil {
+			var le *logger.LevelParseError
+			msg := err.Error()
+			if errors.As(err, &le) {
+				msg = le.CLIMessage()
+			}
+			return &exitError{ExitBadConfiguration, msg}
+		}
+		c.Level = &lvl
+	}
+	if v, ok := args.Value("log-path"); ok {
+		c.Path = &v
+	}
+	if v, ok := args.Value("module"); ok {
+		c.Module = &v
+	}
+	t := true
+	if args.Flag("show-level") {
+		c.ShowLevel = &t
+	}
+	if args.Flag("show-log-origin") {
+		c.ShowLogOrigin = &t
+	}
+	if err := logger.Default.Configure(c); err != nil {
+		return &exitError{ExitGenericError, "Could not initialize logger: " + err.Error()}
+	}
+	return nil
+}
+
+// applyLoggerConfig is PUT /logger.
+func applyLoggerConfig(c vmm.LoggerConfig) error {
+	lc := logger.Config{Path: c.LogPath, ShowLevel: c.ShowLevel, ShowLogOrigin: c.ShowLogOrigin, Module: c.Module}
+	if c.Level != nil {
+		lvl, err := logger.ParseLevel(string(*c.Level))
+		if err != nil {
+			return &vmm.Error{Msg: vmm.PrefixLogger + err.Error()}
+		}
+		lc.Level = &lvl
+	}
+	if err := logger.Default.Configure(lc); err != nil {
+		return &vmm.Error{Msg: vmm.PrefixLogger + err.Error()}
+	}
+	return nil
+}
+
+// applyMetricsConfig is PUT /metrics.
+func applyMetricsConfig(c vmm.MetricsConfig) error {
+	mc := metrics.Config{Path: *c.MetricsPath, EmitID: c.EmitID != nil && *c.EmitID, Properties: c.Properties}
+	if err := metrics.Default.Configure(mc); err != nil {
+		return &vmm.Error{Msg: vmm.PrefixMetrics + "Cannot initialize the metrics system due to bad user input: " + err.Error()}
+	}
+	return nil
+}
+
+// checkSeccompFlags validates --seccomp-filter. The filter is compiled and
+// installed by the seccomp package; until it lands squib runs unfiltered
+// and says so.
+func checkSeccompFlags(args *cli.Args, log logger.Handle) error {
+	path, ok := args.Value("seccomp-filter")
+	if !ok {
+		if !args.Flag("no-seccomp") {
+			log.Warnf("Seccomp filtering is not available in this build of squib; running without a filter.")
+		}
+		return nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return &exitError{ExitGenericError, "Seccomp error: Failed to open seccomp filter file " + path + ": " + logger.OSErrorText(err)}
+	}
+	if v := jsontext.Value(data); !v.IsValid() || v.Kind() != '{' {
+		return &exitError{ExitGenericError, "Seccomp error: " + path + " is not a seccomp filter in Firecracker's JSON format."}
+	}
+	log.Warnf("Seccomp filtering is not available in this build of squib; the filter in %s is not installed.", path)
+	return nil
+}
+
+func parseSize(args *cli.Args, name string, def uint64) (uint64, error) {
+	v, ok := args.Value(name)
+	if !ok {
+		return def, nil
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, &exitError{ExitArgParsing, fmt.Sprintf("'%s' parameter expected to be of 'usize' type.", name)}
+	}
+	return n, nil
+}
+
+func parseU64(args *cli.Args, name string) (uint64, error) {
+	v, ok := args.Value(name)
+	if !ok {
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, &exitError{ExitArgParsing, fmt.Sprintf("'%s' parameter expected to be of 'u64' type.", name)}
+	}
+	return n, nil
+}
+
+func loadMetadata(store *mmds.Store, path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return &exitError{ExitGenericError, "Unable to open or read from the mmds content file: " + logger.OSErrorText(err)}
+	}
+	if !jsontext.Value(data).IsValid() {
+		return &exitError{ExitGenericError, "MMDS error: metadata provided not valid json"}
+	}
+	if err := store.Put(data); err != nil {
+		_, msg := mmds.FaultMessage(err)
+		return &exitError{ExitGenericError, "Populating MMDS from file failed: " + trimPrefix(msg)}
+	}
+	return nil
+}
+
+func trimPrefix(msg string) string {
+	for _, p := range []string{mmds.LimitErrorPrefix, mmds.DataErrorPrefix} {
+		if len(msg) > len(p) && msg[:len(p)] == p {
+			return msg[len(p):]
+		}
+	}
+	return msg
+}
+
+// listen binds the API socket. Like Firecracker, squib refuses a path that
+// exists (it may belong to another instance) and never unlinks it.
+func listen(path string) (net.Listener, error) {
+	fail := &exitError{ExitGenericError, fmt.Sprintf("Failed to open the API socket at: %s. Check that it is not already used.", path)}
+	if _, err := os.Lstat(path); err == nil {
+		return nil, fail
+	}
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		fail.msg += " " + logger.OSErrorText(err)
+		return nil, fail
+	}
+	l.SetUnlinkOnClose(false)
+	return l, nil
+}
+
+func recordStartup(startUS, startCPUUS, parentCPUUS uint64) {
+	if startUS != 0 {
+		now := uint64(monotonicNowUS())
+		if now > startUS {
+			metrics.Default.APIServer.ProcessStartupTimeUS.Store(now - startUS)
+		}
+	}
+	if startCPUUS != 0 {
+		cpu := uint64(processCPUTimeUS())
+		if cpu+parentCPUUS > startCPUUS {
+			metrics.Default.APIServer.ProcessStartupTimeCPUUS.Store(cpu + parentCPUUS - startCPUUS)
+		}
+	}
+}
+
+func monotonicNowUS() int64 {
+	var ts syscall.Timespec
+	clockGettime(1 /* CLOCK_MONOTONIC */, &ts)
+	return ts.Sec*1e6 + ts.Nsec/1e3
+}
+
+func processCPUTimeUS() int64 {
+	var ts syscall.Timespec
+	clockGettime(2 /* CLOCK_PROCESS_CPUTIME_ID */, &ts)
+	return ts.Sec*1e6 + ts.Nsec/1e3
+}
+
+// bootFromConfig applies a config file through the controller, then boots.
+func bootFromConfig(ctx context.Context, ctrl *vmm.Controller, data []byte, withAPI bool, log logger.Handle) error {
+	prefix := ""
+	if withAPI {
+		prefix = "Failed to build MicroVM from Json: "
+	}
+	reqs, err := vmm.ParseConfigFile(data)
+	if err == nil {
+		for _, r := range reqs {
+			if _, err = ctrl.Do(ctx, r); err != nil {
+				break
+			}
+		}
+	}
+	if err != nil {
+		msg := prefix + "Configuration for VMM from one single json failed: " + err.Error()
+		log.Errorf("%s", msg)
+		return &exitError{ExitGenericError, msg}
+	}
+	if _, err := ctrl.Do(ctx, vmm.Request{Op: vmm.OpInstanceStart}); err != nil {
+		msg := prefix + "Could not Start MicroVM from one single json: " + err.Error()
+		log.Errorf("%s", msg)
+		return &exitError{ExitGenericError, msg}
+	}
+	log.Infof("Successfully started microvm that was configured from one single json")
+	return nil
+}
+
+// describeSnapshot prints a snapshot state file's format version.
+func describeSnapshot(path string, out io.Writer) (int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, &exitError{ExitGenericError, "When printing Snapshot Data format: Failed to open snapshot file: " + logger.OSErrorText(err)}
+	}
+	f.Close()
+	// squib writes no snapshots yet (the snapshot issue defines the state
+	// file), so no file can be described; say so rather than guess.
+	return 0, &exitError{ExitGenericError, "When printing Snapshot Data format: " + path + " is not a snapshot state file that this build of squib can read."}
+}
