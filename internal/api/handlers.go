@@ -105,6 +105,9 @@ func (s *Server) routeMutation(ctx context.Context, r *request, first, second st
 	case m == http.MethodPut && first == "vsock":
 		return body[vmm.Vsock](s, ctx, r, vmm.OpPutVsock, func(v *vmm.Vsock) string {
 			r.deprecated = v.VsockID != nil
+			if r.deprecated {
+				s.log.Warnf("PUT /vsock: vsock_id field is deprecated.")
+			}
 			return ""
 		}), true
 	case m == http.MethodPut && first == "entropy":
@@ -135,6 +138,9 @@ func (s *Server) routeMutation(ctx context.Context, r *request, first, second st
 		case "load":
 			return body[vmm.SnapshotLoadParams](s, ctx, r, vmm.OpSnapshotLoad, func(p *vmm.SnapshotLoadParams) string {
 				r.deprecated = p.MemFilePath != nil || p.EnableDiffSnapshots != nil
+				if r.deprecated {
+					s.log.Warnf("PUT /snapshot/load: mem_file_path and enable_diff_snapshots fields are deprecated.")
+				}
 				if msg := p.CheckMemSource(); msg != "" {
 					return deserializeMsg(msg)
 				}

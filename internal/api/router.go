@@ -13,6 +13,7 @@ import (
 
 	"github.com/squib-vmm/squib/internal/jsonx"
 	"github.com/squib-vmm/squib/internal/logger"
+	"github.com/squib-vmm/squib/internal/metrics"
 	"github.com/squib-vmm/squib/internal/vmm"
 )
 
@@ -98,8 +99,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 
 	resp := s.route(hr.Context(), req)
 
+	first, _ := req.token(0)
+	second, _ := req.token(1)
+	if count, fails := requestCounters(metrics.Default, req.method, first, second); count != nil {
+		count.Inc()
+		if fails != nil && resp.status >= 300 {
+			fails.Inc()
+		}
+	}
 	if req.deprecated {
+		// Firecracker flags deprecated use even on a failed request.
 		h.Set("Deprecation", "true")
+		metrics.Default.DeprecatedAPI.DeprecatedHTTPAPICalls.Inc()
 	}
 	switch {
 	case resp.status == http.StatusNoContent:

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/go-json-experiment/json/jsontext"
@@ -50,6 +51,8 @@ func Main(args []string, env Env) int {
 		if !errors.As(err, &ee) {
 			ee = &exitError{code: ExitGenericError, msg: err.Error()}
 		}
+		// Like Firecracker's main, log the error itself, then print it.
+		log.Errorf("%s", ee.msg)
 		fmt.Fprintf(env.Stderr, "Error: %s\n", ee.msg)
 		log.Errorf("Firecracker exiting with error. exit_code=%d", ee.code)
 		return ee.code
@@ -151,6 +154,13 @@ func run(argv []string, env Env, log logger.Handle) (int, error) {
 	if builder == nil {
 		builder = vmm.KVMBuilder{}
 	}
+	// Set on the controller goroutine at boot, stopped by this one at exit.
+	var periodic atomic.Pointer[metrics.Periodic]
+	defer func() {
+		if p := periodic.Load(); p != nil {
+			p.Stop()
+		}
+	}()
 	ctrl := vmm.NewController(vmm.Options{
 		InstanceID: id,
 		EnablePCI:  args.Flag("enable-pci"),
@@ -161,6 +171,17 @@ func run(argv []string, env Env, log logger.Handle) (int, error) {
 			ConfigureMetrics: applyMetricsConfig,
 			FlushMetrics:     metrics.Default.Write,
 			Mmds:             store,
+			VMStarted: func() { periodic.Store(metrics.Default.StartPeriodic(metrics.WritePeriod)) },
+			VMPaused: func(paused bool) {
+				p := periodic.Load()
+				switch {
+				case p == nil:
+				case paused:
+					p.Pause()
+				default:
+					p.Resume()
+				}
+			},
 		},
 	})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -415,12 +436,10 @@ func bootFromConfig(ctx context.Context, ctrl *vmm.Controller, data []byte, with
 	}
 	if err != nil {
 		msg := prefix + "Configuration for VMM from one single json failed: " + err.Error()
-		log.Errorf("%s", msg)
 		return &exitError{ExitGenericError, msg}
 	}
 	if _, err := ctrl.Do(ctx, vmm.Request{Op: vmm.OpInstanceStart}); err != nil {
 		msg := prefix + "Could not Start MicroVM from one single json: " + err.Error()
-		log.Errorf("%s", msg)
 		return &exitError{ExitGenericError, msg}
 	}
 	log.Infof("Successfully started microvm that was configured from one single json")

@@ -9,7 +9,7 @@
 // where LEVEL (ERROR, WARN, INFO, DEBUG, TRACE) appears only with
 // show_level and file:line (relative to the repository root) only with
 // show_log_origin. Go has no thread names, so each Handle carries a logical
-// one: "main", "fc_api", "fc_vmm", "fc_vcpu <n>".
+// one: "main" (start-up and the VMM event loop), "fc_api", "fc_vcpu <n>".
 //
 // Every line is built in a buffer and written with a single write(2) to
 // stdout or to a file or FIFO opened non-blocking; a failed write is counted
@@ -18,7 +18,7 @@
 //
 // Usage:
 //
-//	var log = logger.For("fc_vmm", "devices/virtio/block")
+//	var log = logger.For("main", "devices/virtio/block")
 //	log.Infof("drive %s attached", id)
 //	log.RateLimited(&badDescLimiter).Warnf("bad descriptor: %v", err) // guest-triggerable
 //

@@ -121,8 +121,10 @@ func (l Level) MarshalText() ([]byte, error) {
 	return nil, fmt.Errorf("invalid level %d", uint32(l))
 }
 
+// textError is an error that is just its text, usable as a constant.
 type textError string
 
+// Error returns the text.
 func (e textError) Error() string { return string(e) }
 
 // errInvalidLevelFilter carries serde's exact wording, capital I included.
@@ -288,10 +290,11 @@ func (l *Logger) Log(level Level, thread, module, format string, args ...any) {
 	}
 }
 
-// With returns a handle that logs as thread (Firecracker thread names:
-// "main", "fc_api", "fc_vmm", "fc_vcpu 0") from module (the Go package
-// path below internal/, such as "vmm" or "devices/virtio/block"; the module
-// filter matches on its prefix).
+// With returns a handle that logs as thread and module. Use Firecracker's
+// thread names: "main" for start-up and the VMM event loop (Firecracker runs
+// it on the main thread), "fc_api" for the API server, "fc_vcpu <n>" for
+// vCPU n. module is the Go package path below internal/, such as "vmm" or
+// "devices/virtio/block"; the module filter matches on its prefix.
 func (l *Logger) With(thread, module string) Handle {
 	return Handle{l: l, thread: thread, module: module}
 }

@@ -195,15 +195,15 @@ func TestLevelsAndReset(t *testing.T) {
 
 func TestModuleFilter(t *testing.T) {
 	l, path := newFileLogger(t, Config{Module: ptr("devices/virtio")})
-	l.With("fc_vmm", "devices/virtio/block").Infof("block")
-	l.With("fc_vmm", "devices/legacy").Infof("legacy")
-	l.With("fc_vmm", "vmm").Infof("vmm")
-	l.With("fc_vmm", "devices/virtio").Infof("virtio")
+	l.With("main", "devices/virtio/block").Infof("block")
+	l.With("main", "devices/legacy").Infof("legacy")
+	l.With("main", "vmm").Infof("vmm")
+	l.With("main", "devices/virtio").Infof("virtio")
 	// A Configure without Module keeps the filter.
 	l.Configure(Config{ShowLevel: ptr(false)})
-	l.With("fc_vmm", "api").Infof("api")
+	l.With("main", "api").Infof("api")
 	l.Configure(Config{Module: ptr("")})
-	l.With("fc_vmm", "api").Infof("api 2")
+	l.With("main", "api").Infof("api 2")
 
 	var msgs []string
 	for _, line := range readLines(t, path) {
@@ -522,7 +522,7 @@ func BenchmarkInfoToFile(b *testing.B) {
 	l := New("bench")
 	p := os.DevNull
 	l.Configure(Config{Path: &p, ShowLevel: ptr(true), ShowLogOrigin: ptr(true)})
-	h := l.With("fc_vmm", "vmm")
+	h := l.With("main", "vmm")
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		h.Infof("message %d", i)

@@ -40,6 +40,7 @@ const (
 // [MinTokenTTLSeconds, MaxTokenTTLSeconds]; the guest receives its text.
 type InvalidTTLError struct{ TTL uint32 }
 
+// Error returns Firecracker's message, which the guest receives verbatim.
 func (e *InvalidTTLError) Error() string {
 	return fmt.Sprintf("Invalid time to live value provided for token: %d. Please provide a value between %d and %d.",
 		e.TTL, MinTokenTTLSeconds, MaxTokenTTLSeconds)

@@ -41,6 +41,11 @@ type Hooks struct {
 	// Logf logs a message of the controller at info level (warn when
 	// warn is set).
 	Logf func(warn bool, format string, args ...any)
+	// VMStarted is called once the VM has booted or been restored;
+	// squib starts its periodic metrics then, as Firecracker does.
+	VMStarted func()
+	// VMPaused is called with true on pause and false on resume.
+	VMPaused func(paused bool)
 }
 
 // Options configure a Controller.
@@ -96,6 +101,12 @@ func NewController(opts Options) *Controller {
 	}
 	if opts.Hooks.Logf == nil {
 		opts.Hooks.Logf = func(bool, string, ...any) {}
+	}
+	if opts.Hooks.VMStarted == nil {
+		opts.Hooks.VMStarted = func() {}
+	}
+	if opts.Hooks.VMPaused == nil {
+		opts.Hooks.VMPaused = func(bool) {}
 	}
 	c := &Controller{opts: opts, calls: make(chan *call, 16), exit: make(chan int, 1), res: NewResources()}
 	c.publish()
@@ -310,6 +321,10 @@ func (c *Controller) markStarted() {
 	v := *c.View()
 	v.Started = true
 	c.view.Store(&v)
+	c.opts.Hooks.VMStarted()
+	if c.paused {
+		c.opts.Hooks.VMPaused(true)
+	}
 }
 
 func (c *Controller) loadSnapshot(ctx context.Context, p *SnapshotLoadParams) error {
@@ -470,6 +485,7 @@ func (c *Controller) executeRuntime(ctx context.Context, req Request) (Result, e
 				return Result{}, wrap(PrefixInternal, err)
 			}
 			c.paused = true
+			c.opts.Hooks.VMPaused(true)
 		case VMResumed:
 			if !c.paused {
 				return Result{}, nil
@@ -478,10 +494,11 @@ func (c *Controller) executeRuntime(ctx context.Context, req Request) (Result, e
 				return Result{}, wrap(PrefixInternal, err)
 			}
 			c.paused = false
+			c.opts.Hooks.VMPaused(false)
 		}
 		return Result{}, nil
 	case OpFlushMetrics:
-		return Result{}, wrap(PrefixInternal, c.opts.Hooks.FlushMetrics())
+		return Result{}, wrap(PrefixInternal+"Metrics error: ", c.opts.Hooks.FlushMetrics())
 	case OpSendCtrlAltDel:
 		return Result{}, wrap(PrefixInternal, vm.SendCtrlAltDel())
 	case OpSnapshotCreate:

@@ -350,16 +350,22 @@ func (r *Resources) InsertNet(n NetworkInterface) error {
 	return nil
 }
 
-// SetVsock binds the vsock's Unix socket and replaces the device.
+// SetVsock binds the vsock's Unix socket and replaces the device. A
+// replacement on a new path keeps the old device if the new bind fails.
 func (r *Resources) SetVsock(v Vsock) error {
-	if r.Vsock != nil {
+	if r.Vsock != nil && *r.Vsock.Config.UDSPath == *v.UDSPath {
+		// Same path: the old socket must go before the new bind.
 		r.Vsock.close()
-		os.Remove(*r.Vsock.Config.UDSPath)
+		os.Remove(*v.UDSPath)
 		r.Vsock = nil
 	}
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: *v.UDSPath, Net: "unix"})
 	if err != nil {
 		return errorf(PrefixVsock, "Cannot create backend for vsock device: Error binding to the host-side Unix socket: %s", OSErrorText(err))
+	}
+	if r.Vsock != nil {
+		r.Vsock.close()
+		os.Remove(*r.Vsock.Config.UDSPath)
 	}
 	v.VsockID = nil
 	r.Vsock = &VsockResource{Config: v, Listener: l}

@@ -1,0 +1,41 @@
+# squib: common tasks. `make test` is what CI runs (see .ci/run).
+GO ?= go
+BIN ?= bin/squib
+
+.PHONY: build test unit sdkcompat lint fuzz bench demo clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/squib
+
+# Every test: formatting and vet, the unit and integration tests of the main
+# module (race detector on), and the Firecracker Go SDK compatibility module.
+test: lint unit sdkcompat
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	cd tests/sdkcompat && $(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+sdkcompat:
+	cd tests/sdkcompat && $(GO) test -count=1 ./...
+
+# Short runs of every fuzz target (FUZZTIME each).
+FUZZTIME ?= 20s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$t"; $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=2s $$pkg || exit 1; \
+	  done; \
+	done
+
+bench:
+	bash bench/run.sh
+
+demo: build
+	bash scripts/demo.sh $(BIN)
+
+clean:
+	rm -rf bin
