@@ -23,6 +23,7 @@ main() {
 	echo "## Control-plane run $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 	echo
 	echo "- nproc: $(nproc); kernel: $(uname -r); $(go version)"
+	echo "- load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 	echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes')"
 	echo
@@ -47,6 +48,7 @@ main() {
 	echo
 
 	section "squib, stripped build (full run)" -squib "$tmp/squib" -n "$n" -requests "$requests"
+	section "squib, stripped build, --level Off (what per-request logging costs)" -squib "$tmp/squib" -only latency -requests "$requests" -args "--level Off"
 	section "squib, plain build" -squib "$tmp/squib-plain" -n "$n" -only startup,rss
 	section "squib, stripped, CGO_ENABLED=0" -squib "$tmp/squib-static" -n "$n" -only startup,rss
 	section "baseline: bare net/http on a Unix socket (the Go floor)" -squib "$tmp/baseline" -n "$n" -requests "$requests"

@@ -45,6 +45,7 @@ func main() {
 	clientsFlag := flag.String("clients", "1,8", "comma-separated concurrent client counts (squib serves at most 10 connections)")
 	only := flag.String("only", "startup,latency,rss", "comma-separated subset of startup,latency,rss to run")
 	out := flag.String("out", "", "also write the report to this file")
+	extra := flag.String("args", "", "extra space-separated arguments for squib after --api-sock (e.g. \"--level Off\")")
 	flag.Parse()
 	if *squib == "" {
 		fmt.Fprintln(os.Stderr, "apibench: -squib is required")
@@ -68,6 +69,8 @@ func main() {
 		want[strings.TrimSpace(f)] = true
 	}
 
+	childArgs = strings.Fields(*extra)
+
 	dir, err := os.MkdirTemp("", "apibench")
 	if err != nil {
 		fatal(err)
@@ -75,8 +78,8 @@ func main() {
 	defer os.RemoveAll(dir)
 
 	var rep bytes.Buffer
-	fmt.Fprintf(&rep, "squib binary: `%s` (%d bytes); runner: %s, GOMAXPROCS %d, CLK_TCK %d\n\n",
-		bin, fileSize(bin), runtime.Version(), runtime.GOMAXPROCS(0), clockTicks())
+	fmt.Fprintf(&rep, "squib binary: `%s` (%d bytes), arguments `--api-sock <fresh path> %s`; runner: %s, GOMAXPROCS %d, CLK_TCK %d\n\n",
+		bin, fileSize(bin), *extra, runtime.Version(), runtime.GOMAXPROCS(0), clockTicks())
 	if want["startup"] {
 		if err := startup(&rep, bin, dir, *n); err != nil {
 			fatal(err)
@@ -113,6 +116,9 @@ func fileSize(p string) int64 {
 	return st.Size()
 }
 
+// childArgs are passed to every squib after --api-sock.
+var childArgs []string
+
 // child is a running squib.
 type child struct {
 	cmd  *exec.Cmd
@@ -123,7 +129,7 @@ type child struct {
 // by default) goes to /dev/null, the cheapest sink, so the figures do not
 // depend on how fast this tool would drain a pipe.
 func spawn(bin, sock string) (*child, error) {
-	cmd := exec.Command(bin, "--api-sock", sock)
+	cmd := exec.Command(bin, append([]string{"--api-sock", sock}, childArgs...)...)
 	// Measure the Go runtime's defaults: no GOGC or GOMEMLIMIT tuning
 	// inherited from whoever runs the benchmark.
 	cmd.Env = slices.DeleteFunc(os.Environ(), func(e string) bool {

@@ -22,7 +22,7 @@ import (
 // newBenchServer returns a server in front of a running controller, built
 // as squib's main builds it. The KVM builder is never reached: no request
 // here boots a VM.
-func newBenchServer(b *testing.B) *api.Server {
+func newBenchServer(b *testing.B, level logger.Level) *api.Server {
 	b.Helper()
 	// The handler logs every request at Info, as squib does by default.
 	// Send it to /dev/null rather than the benchmark's stdout, keeping the
@@ -30,7 +30,7 @@ func newBenchServer(b *testing.B) *api.Server {
 	// package's tests, so redirecting the process-wide logger here leaves
 	// their output alone.
 	devNull := os.DevNull
-	if err := logger.Default.Configure(logger.Config{Path: &devNull}); err != nil {
+	if err := logger.Default.Configure(logger.Config{Path: &devNull, Level: &level}); err != nil {
 		b.Fatal(err)
 	}
 	store := mmds.NewStore(api.DefaultMaxPayload)
@@ -45,8 +45,8 @@ func newBenchServer(b *testing.B) *api.Server {
 }
 
 // benchGet serves GET path b.N times on one reused request.
-func benchGet(b *testing.B, path string) {
-	srv := newBenchServer(b)
+func benchGet(b *testing.B, path string, level logger.Level) {
+	srv := newBenchServer(b, level)
 	req := httptest.NewRequest(http.MethodGet, path, nil)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -58,14 +58,18 @@ func benchGet(b *testing.B, path string) {
 	}
 }
 
-func BenchmarkGetRoot(b *testing.B) { benchGet(b, "/") }
+func BenchmarkGetRoot(b *testing.B) { benchGet(b, "/", logger.DefaultLevel) }
 
-func BenchmarkGetVMConfig(b *testing.B) { benchGet(b, "/vm/config") }
+// BenchmarkGetRootLogOff is GetRoot with squib's --level Off: the
+// difference is what the two per-request log lines cost.
+func BenchmarkGetRootLogOff(b *testing.B) { benchGet(b, "/", logger.Off) }
+
+func BenchmarkGetVMConfig(b *testing.B) { benchGet(b, "/vm/config", logger.DefaultLevel) }
 
 // BenchmarkPutMachineConfig includes the round trip to the controller
 // goroutine, which every mutation makes.
 func BenchmarkPutMachineConfig(b *testing.B) {
-	srv := newBenchServer(b)
+	srv := newBenchServer(b, logger.DefaultLevel)
 	body := []byte(`{"vcpu_count":2,"mem_size_mib":256}`)
 	rd := bytes.NewReader(body)
 	req := httptest.NewRequest(http.MethodPut, "/machine-config", rd)

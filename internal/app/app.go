@@ -171,7 +171,7 @@ func run(argv []string, env Env, log logger.Handle) (int, error) {
 			ConfigureMetrics: applyMetricsConfig,
 			FlushMetrics:     metrics.Default.Write,
 			Mmds:             store,
-			VMStarted: func() { periodic.Store(metrics.Default.StartPeriodic(metrics.WritePeriod)) },
+			VMStarted:        func() { periodic.Store(metrics.Default.StartPeriodic(metrics.WritePeriod)) },
 			VMPaused: func(paused bool) {
 				p := periodic.Load()
 				switch {

@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/squib-vmm/squib/internal/jsonx"
 	"github.com/squib-vmm/squib/internal/mmds"
 )
 
@@ -38,9 +37,6 @@ type Hooks struct {
 	FlushMetrics     func() error
 	// Mmds is the MMDS data store; the API's GET /mmds reads it directly.
 	Mmds *mmds.Store
-	// Logf logs a message of the controller at info level (warn when
-	// warn is set).
-	Logf func(warn bool, format string, args ...any)
 	// VMStarted is called once the VM has booted or been restored;
 	// squib starts its periodic metrics then, as Firecracker does.
 	VMStarted func()
@@ -98,9 +94,6 @@ const (
 func NewController(opts Options) *Controller {
 	if opts.InstanceID == "" {
 		opts.InstanceID = DefaultInstanceID
-	}
-	if opts.Hooks.Logf == nil {
-		opts.Hooks.Logf = func(bool, string, ...any) {}
 	}
 	if opts.Hooks.VMStarted == nil {
 		opts.Hooks.VMStarted = func() {}
@@ -536,5 +529,3 @@ func wrap(prefix string, err error) error {
 	}
 	return &Error{Msg: prefix + err.Error()}
 }
-
-var _ = jsonx.Marshal

@@ -65,7 +65,33 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "sdkcompat: building squib in %s: %v\n%s", root, err, out)
 		return 1
 	}
-	return m.Run()
+	code := m.Run()
+	if err := os.WriteFile(cacheStamp, []byte("see cacheStamp in sdkcompat_test.go\n"), 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, "sdkcompat: writing", cacheStamp+":", err)
+	}
+	return code
+}
+
+// cacheStamp makes `go test` rerun this package every time instead of
+// answering "(cached)". The result cache only notices changes to files
+// inside this module, never to squib's sources in ../.., so a cached PASS
+// would outlive edits to squib. But cmd/go refuses to cache a run that
+// opened a file inside the module which is less than 2 s old when the run
+// ends, so the tests open the stamp and TestMain rewrites it last thing.
+// It is git-ignored.
+const cacheStamp = "nocache.stamp"
+
+var stampOnce sync.Once
+
+// markUncacheable records (in the test log cmd/go reads) that this run
+// read cacheStamp. It must be called from a test: file access is only
+// recorded once m.Run has begun.
+func markUncacheable() {
+	stampOnce.Do(func() {
+		if f, err := os.Open(cacheStamp); err == nil {
+			f.Close()
+		}
+	})
 }
 
 // testLog adapts logrus to t.Log, so SDK chatter is only shown for a
@@ -123,6 +149,7 @@ type squib struct {
 // GET / through the SDK. The process is killed when the test ends.
 func startSquib(t *testing.T, id string) *squib {
 	t.Helper()
+	markUncacheable()
 	dir := t.TempDir()
 	s := &squib{dir: dir, sock: filepath.Join(dir, "api.sock"), id: id}
 
@@ -617,6 +644,7 @@ func checkBalloon(t *testing.T, got *models.Balloon, want models.Balloon) {
 // data before InstanceStart. Everything up to InstanceStart must be
 // accepted; InstanceStart itself must fail with Firecracker's prefix.
 func TestMachineStart(t *testing.T) {
+	markUncacheable()
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "api.sock")
 	const vmid = "sdkcompat-machine"
