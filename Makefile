@@ -5,7 +5,7 @@ BIN ?= bin/squib
 .PHONY: build test unit sdkcompat lint fuzz bench demo clean
 
 build:
-	$(GO) build -o $(BIN) ./cmd/squib
+	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/squib
 
 # Every test: formatting and vet, the unit and integration tests of the main
 # module (race detector on), and the Firecracker Go SDK compatibility module.

@@ -25,7 +25,11 @@ main() {
 	echo "- nproc: $(nproc); kernel: $(uname -r); $(go version)"
 	echo "- load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-	echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes')"
+	local dirty=""
+	if [[ -n $(git status --porcelain 2>/dev/null) ]]; then
+		dirty=" + uncommitted or untracked changes"
+	fi
+	echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$dirty"
 	echo
 
 	# The three builds differ only in flags; the stripped cgo build is the
@@ -75,7 +79,11 @@ section() {
 	shift
 	echo "## $title"
 	echo
-	echo "\`apibench $*\`"
+	local cmd="" a
+	for a in "$@"; do
+		if [[ $a == *" "* ]]; then cmd+=" '$a'"; else cmd+=" $a"; fi
+	done
+	echo "\`apibench$cmd\`"
 	echo
 	"$tmp/apibench" "$@"
 }

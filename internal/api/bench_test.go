@@ -13,6 +13,7 @@ import (
 	"github.com/squib-vmm/squib/internal/logger"
 	"github.com/squib-vmm/squib/internal/mmds"
 	"github.com/squib-vmm/squib/internal/vmm"
+	"github.com/squib-vmm/squib/internal/vmm/vmmtest"
 )
 
 // These benchmarks time the handler alone (parse, log, route, answer),
@@ -35,7 +36,7 @@ func newBenchServer(b *testing.B, level logger.Level) *api.Server {
 	}
 	store := mmds.NewStore(api.DefaultMaxPayload)
 	ctrl := vmm.NewController(vmm.Options{
-		Builder: vmm.KVMBuilder{},
+		Builder: &vmmtest.Builder{},
 		Hooks:   vmm.Hooks{Mmds: store},
 	})
 	ctx, cancel := context.WithCancel(context.Background())

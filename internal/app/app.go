@@ -16,6 +16,7 @@ import (
 	"github.com/squib-vmm/squib/internal/api"
 	"github.com/squib-vmm/squib/internal/cli"
 	"github.com/squib-vmm/squib/internal/logger"
+	"github.com/squib-vmm/squib/internal/machine"
 	"github.com/squib-vmm/squib/internal/metrics"
 	"github.com/squib-vmm/squib/internal/mmds"
 	"github.com/squib-vmm/squib/internal/vmm"
@@ -152,7 +153,7 @@ func run(argv []string, env Env, log logger.Handle) (int, error) {
 
 	builder := env.Builder
 	if builder == nil {
-		builder = vmm.KVMBuilder{}
+		builder = &machine.Builder{Stdin: os.Stdin, Stdout: env.Stdout}
 	}
 	// Set on the controller goroutine at boot, stopped by this one at exit.
 	var periodic atomic.Pointer[metrics.Periodic]

@@ -4,7 +4,7 @@ import "testing"
 
 type rec struct{ off uint64 }
 
-func (r *rec) Read(off uint64, d []byte) { r.off = off; d[0] = 0xab }
+func (r *rec) Read(off uint64, d []byte)  { r.off = off; d[0] = 0xab }
 func (r *rec) Write(off uint64, d []byte) { r.off = off }
 
 func TestBus(t *testing.T) {

@@ -1,0 +1,198 @@
+package machine
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/squib-vmm/squib/internal/devices"
+	"github.com/squib-vmm/squib/internal/devices/legacy"
+	"github.com/squib-vmm/squib/internal/kvm"
+	"github.com/squib-vmm/squib/internal/loader"
+	"github.com/squib-vmm/squib/internal/logger"
+	"github.com/squib-vmm/squib/internal/memory"
+	"github.com/squib-vmm/squib/internal/vmm"
+)
+
+const unixNonblock = unix.O_NONBLOCK
+
+var errENOMEM error = unix.ENOMEM
+
+// errUnsupported is returned for VM operations whose devices this build
+// does not have yet.
+var errUnsupported = errors.New("the device is not present in this microVM")
+
+// Machine is a running microVM. It implements vmm.VM.
+type Machine struct {
+	sys    *kvm.System
+	vm     *kvm.VM
+	mem    *memory.Guest
+	cpuid  []kvm.CPUIDEntry2
+	kernel *loader.Kernel
+	log    logger.Handle
+
+	pio, mmio devices.Bus
+	irqs      []*irqLine
+	serial    *legacy.Serial
+	serialOut *os.File
+	i8042     *legacy.I8042
+	rtc       *legacy.RTC
+
+	vcpus []*vcpu
+	wg    sync.WaitGroup
+
+	// mu guards paused and parked; cond signals changes to either.
+	mu     sync.Mutex
+	cond   sync.Cond
+	paused bool
+	parked int
+
+	// exitOnce makes the first reason to stop win; done is closed then.
+	exitOnce sync.Once
+	exitCode int
+	done     chan struct{}
+	stopOnce sync.Once
+}
+
+// exitWith records why the VM ends and wakes the controller, which then
+// calls Stop. It never blocks, so devices may call it from a vCPU.
+func (m *Machine) exitWith(code int) {
+	m.exitOnce.Do(func() {
+		m.exitCode = code
+		close(m.done)
+	})
+}
+
+// Done implements vmm.VM.
+func (m *Machine) Done() <-chan struct{} { return m.done }
+
+// ExitCode implements vmm.VM.
+func (m *Machine) ExitCode() int { return m.exitCode }
+
+// Pause stops every vCPU outside the guest and waits until all are parked.
+func (m *Machine) Pause() error {
+	m.mu.Lock()
+	m.paused = true
+	m.mu.Unlock()
+	for _, v := range m.vcpus {
+		v.kick()
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for m.parked < m.running() {
+		m.cond.Wait()
+	}
+	return nil
+}
+
+// running counts vCPU goroutines still alive; called with mu held.
+func (m *Machine) running() int {
+	n := 0
+	for _, v := range m.vcpus {
+		if !v.exited {
+			n++
+		}
+	}
+	return n
+}
+
+// Resume lets the parked vCPUs run again.
+func (m *Machine) Resume() error {
+	m.mu.Lock()
+	m.paused = false
+	m.cond.Broadcast()
+	m.mu.Unlock()
+	return nil
+}
+
+// SendCtrlAltDel injects Ctrl+Alt+Del through the i8042.
+func (m *Machine) SendCtrlAltDel() error { return m.i8042.SendCtrlAltDel() }
+
+// UpdateDrive implements vmm.VM; block devices arrive with the virtio work.
+func (m *Machine) UpdateDrive(string, *string, *vmm.RateLimiter) error { return errUnsupported }
+
+// UpdateNet implements vmm.VM.
+func (m *Machine) UpdateNet(string, *vmm.RateLimiter, *vmm.RateLimiter) error { return errUnsupported }
+
+// UpdatePmem implements vmm.VM.
+func (m *Machine) UpdatePmem(string, *vmm.RateLimiter) error { return errUnsupported }
+
+// UpdateBalloon implements vmm.VM.
+func (m *Machine) UpdateBalloon(uint32) error { return errUnsupported }
+
+// UpdateBalloonStatsInterval implements vmm.VM.
+func (m *Machine) UpdateBalloonStatsInterval(uint16) error { return errUnsupported }
+
+// StartHinting implements vmm.VM.
+func (m *Machine) StartHinting(vmm.BalloonStartCmd) error { return errUnsupported }
+
+// HintingStatus implements vmm.VM.
+func (m *Machine) HintingStatus() (vmm.HintingStatus, error) {
+	return vmm.HintingStatus{}, errUnsupported
+}
+
+// StopHinting implements vmm.VM.
+func (m *Machine) StopHinting() error { return errUnsupported }
+
+// UpdateHotplugMemory implements vmm.VM.
+func (m *Machine) UpdateHotplugMemory(uint32) error { return errUnsupported }
+
+// CreateSnapshot implements vmm.VM; snapshots arrive with their own work.
+func (m *Machine) CreateSnapshot(context.Context, *vmm.SnapshotCreateParams) error {
+	return errors.New("Cannot save the microVM state: snapshots are not available in this build of squib yet")
+}
+
+// BalloonStats implements vmm.VM.
+func (m *Machine) BalloonStats() (vmm.BalloonStats, error) { return vmm.BalloonStats{}, errUnsupported }
+
+// HotplugStatus implements vmm.VM.
+func (m *Machine) HotplugStatus() (vmm.MemoryHotplugStatus, error) {
+	return vmm.MemoryHotplugStatus{}, errUnsupported
+}
+
+// Stop ends the vCPUs and releases everything the VM holds.
+func (m *Machine) Stop() {
+	m.stopOnce.Do(func() {
+		m.exitWith(0)
+		for _, v := range m.vcpus {
+			v.stop()
+		}
+		m.Resume()
+		m.wg.Wait()
+		m.release()
+	})
+}
+
+// release closes the VM's resources; used by Stop and by a failed Build.
+func (m *Machine) release() {
+	for _, v := range m.vcpus {
+		v.stop()
+	}
+	m.mu.Lock()
+	m.paused = false
+	m.cond.Broadcast()
+	m.mu.Unlock()
+	m.wg.Wait()
+	if m.serial != nil {
+		m.serial.Flush(defaultFlushTimeout)
+		m.serial.Close()
+	}
+	if m.serialOut != nil {
+		m.serialOut.Close()
+	}
+	for _, l := range m.irqs {
+		l.close()
+	}
+	if m.vm != nil {
+		m.vm.Close()
+	}
+	if m.mem != nil {
+		m.mem.Close()
+	}
+	if m.sys != nil {
+		m.sys.Close()
+	}
+}

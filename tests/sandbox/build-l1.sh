@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Builds the initramfs of the L1 sandbox guest: busybox, the kvm modules of
+# the Debian kernel, l1/init, squib, a test binary, and the guest (L2) kernel
+# and initramfs the tests boot. No QEMU inside: squib is L1's only VMM.
+#
+# Usage: build-l1.sh [PKG]
+#   PKG   Go package whose `go test -c` binary goes in (default: ./tests/e2e
+#         when it has Go files, else the harness self-test
+#         ./tests/sandbox/selftest; SQUIB_TEST_PKG overrides), or "none"
+# Prints the initramfs path on stdout.
+#
+# Layout inside L1 (also in /etc/squib.env, which l1/init sources):
+#   /usr/bin/squib                 SQUIB_BIN
+#   /usr/bin/squib-tests.test      the test binary; /run-tests.sh runs it in /pkg
+#   /guest/vmlinuz                 SQUIB_GUEST_KERNEL   (bzImage)
+#   /guest/vmlinux                 SQUIB_GUEST_VMLINUX  (ELF)
+#   /guest/initramfs.cpio.gz       SQUIB_GUEST_INITRD
+#   /usr/bin/squib-guest           squib-guest.sh (what demo.sh runs)
+#
+# The image is two concatenated cpio archives (the kernel unpacks each in
+# turn): a cached base with everything that changes rarely (about 90 MB,
+# rebuilt when an input is newer) and the Go binaries, rebuilt every time.
+# Uncompressed: under TCG, decompressing 100 MB in L1 costs more than QEMU
+# loading the bigger file.
+set -euo pipefail
+# shellcheck source=tests/sandbox/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+PKG=${1:-$(test_package)}
+load_kernel
+GUEST_INITRD=$("$GUEST_DIR/build-initramfs.sh")
+
+D=$CACHE/l1
+mkdir -p "$D"
+
+# --- base: cached ------------------------------------------------------------
+BASE=$D/base.cpio
+inputs=("$SANDBOX_DIR/l1/init" "$SANDBOX_DIR/l1/run-tests.sh" "$SANDBOX_DIR/squib-guest.sh"
+	"$SANDBOX_DIR/lib.sh" "$0" "$SQUIB_KERNEL_VMLINUX" "$SQUIB_KERNEL_VMLINUZ" "$GUEST_INITRD")
+stale=0
+[ -f "$BASE" ] && [ "$(cat "$BASE.kernel" 2>/dev/null)" = "$SQUIB_KERNEL_PACKAGE" ] || stale=1
+for f in "${inputs[@]}"; do
+	[ "$f" -nt "$BASE" ] && stale=1
+done
+if [ $stale = 1 ]; then
+	log "building the L1 base image (kernel $SQUIB_KERNEL_VERSION)"
+	R=$D/base-root
+	rm -rf "$R"
+	make_busybox_root "$R"
+	stage_modules "$R" irqbypass ccp kvm kvm_amd tun
+	install -m 755 "$SANDBOX_DIR/l1/init" "$R/init"
+	install -m 755 "$SANDBOX_DIR/l1/run-tests.sh" "$R/run-tests.sh"
+	install -m 755 "$SANDBOX_DIR/squib-guest.sh" "$R/usr/bin/squib-guest"
+	mkdir -p "$R/guest" "$R/pkg"
+	cp "$SQUIB_KERNEL_VMLINUZ" "$R/guest/vmlinuz"
+	cp "$SQUIB_KERNEL_VMLINUX" "$R/guest/vmlinux"
+	cp "$GUEST_INITRD" "$R/guest/initramfs.cpio.gz"
+	cat >"$R/etc/squib.env" <<-EOF
+		export SQUIB_TEST_MODE=sandbox
+		export SQUIB_BIN=/usr/bin/squib
+		export SQUIB_GUEST_KERNEL=/guest/vmlinuz
+		export SQUIB_GUEST_VMLINUX=/guest/vmlinux
+		export SQUIB_GUEST_INITRD=/guest/initramfs.cpio.gz
+		export SQUIB_GUEST_KERNEL_VERSION=$SQUIB_KERNEL_VERSION
+	EOF
+	pack_cpio "$R" >"$BASE.tmp"
+	mv "$BASE.tmp" "$BASE"
+	echo "$SQUIB_KERNEL_PACKAGE" >"$BASE.kernel"
+	rm -rf "$R"
+fi
+
+# --- Go binaries: every time (go's build cache makes it quick) ---------------
+R=$D/go-root
+rm -rf "$R"
+mkdir -p "$R/usr/bin" "$R/pkg"
+if [ "$PKG" = none ]; then
+	(cd "$REPO_ROOT" && CGO_ENABLED=0 go build -o "$R/usr/bin/squib" ./cmd/squib) || die "go build failed"
+else
+	build_go "$D/bin" "$PKG"
+	cp "$D/bin/squib" "$R/usr/bin/squib"
+	cp "$D/bin/test.bin" "$R/usr/bin/squib-tests.test"
+	# go test runs a package's tests in its directory: bring testdata along
+	pkgdir=$(cd "$REPO_ROOT" && go list -f '{{.Dir}}' "$PKG")
+	[ -d "$pkgdir/testdata" ] && cp -r "$pkgdir/testdata" "$R/pkg/"
+fi
+pack_cpio "$R" >"$D/go.cpio"
+rm -rf "$R"
+
+OUT=$D/initramfs.cpio
+cat "$BASE" "$D/go.cpio" >"$OUT.tmp"
+mv "$OUT.tmp" "$OUT"
+log "L1 initramfs: $OUT ($(du -m "$OUT" | cut -f1) MiB; test package: $PKG)"
+echo "$OUT"
