@@ -14,6 +14,7 @@ test: lint unit sdkcompat
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags e2e ./tests/e2e/
 	cd tests/sdkcompat && $(GO) vet ./...
 
 unit:

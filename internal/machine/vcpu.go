@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,12 +35,18 @@ type vcpu struct {
 	stopping atomic.Bool
 	// exited is set, under m.mu, when the goroutine has ended.
 	exited bool
+	// fdMu guards closed: kvm_run is unmapped by Close, so a kick must
+	// never touch it afterwards.
+	fdMu   sync.Mutex
+	closed bool
 }
 
 // kick makes the vCPU leave KVM_RUN soon: immediate_exit covers the window
 // before it enters, the signal covers the time inside.
 func (v *vcpu) kick() {
-	if v.fd == nil {
+	v.fdMu.Lock()
+	defer v.fdMu.Unlock()
+	if v.fd == nil || v.closed {
 		return
 	}
 	v.fd.RunData().SetImmediateExit(true)
@@ -113,7 +120,10 @@ func (v *vcpu) run(n int, smt bool, ready chan<- error, start <-chan struct{}) {
 }
 
 func (v *vcpu) close() {
-	if v.fd != nil {
+	v.fdMu.Lock()
+	defer v.fdMu.Unlock()
+	if v.fd != nil && !v.closed {
+		v.closed = true
 		v.fd.Close()
 	}
 }
@@ -126,7 +136,9 @@ func (v *vcpu) configure(n int, smt bool) error {
 	if err != nil {
 		return err
 	}
+	v.fdMu.Lock()
 	v.fd = fd
+	v.fdMu.Unlock()
 	if err := fd.SetCPUID2(x86.NormalizeCPUID(v.m.cpuid, v.id, n, smt)); err != nil {
 		return err
 	}

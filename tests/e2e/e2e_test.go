@@ -1,0 +1,376 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// bootTimeout bounds one guest's life. Nested KVM under software
+// emulation boots a stock kernel in tens of seconds; this is a hang guard,
+// not a performance assertion.
+const bootTimeout = 5 * time.Minute
+
+func env(t *testing.T, name string) string {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		t.Fatalf("%s is not set: run the suite through tests/sandbox/run.sh", name)
+	}
+	return v
+}
+
+// console collects a guest's serial output line by line.
+type console struct {
+	mu    sync.Mutex
+	lines []string
+	buf   bytes.Buffer
+	cond  *sync.Cond
+	done  bool
+}
+
+func newConsole() *console {
+	c := &console{}
+	c.cond = sync.NewCond(&c.mu)
+	return c
+}
+
+func (c *console) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.buf.Write(p)
+	for {
+		i := bytes.IndexByte(c.buf.Bytes(), '\n')
+		if i < 0 {
+			break
+		}
+		line := strings.TrimRight(string(c.buf.Next(i+1)), "\r\n")
+		c.lines = append(c.lines, line)
+	}
+	c.cond.Broadcast()
+	return len(p), nil
+}
+
+func (c *console) close() {
+	c.mu.Lock()
+	c.done = true
+	c.cond.Broadcast()
+	c.mu.Unlock()
+}
+
+// waitLine waits for a line with the prefix and returns it.
+func (c *console) waitLine(t *testing.T, prefix string, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	timer := time.AfterFunc(timeout, func() { c.mu.Lock(); c.cond.Broadcast(); c.mu.Unlock() })
+	defer timer.Stop()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		for _, l := range c.lines {
+			if i := strings.Index(l, prefix); i >= 0 {
+				return l[i:]
+			}
+		}
+		if c.done || time.Now().After(deadline) {
+			t.Fatalf("no console line %q; console:\n%s", prefix, strings.Join(c.lines, "\n"))
+		}
+		c.cond.Wait()
+	}
+}
+
+func (c *console) text() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return strings.Join(c.lines, "\n")
+}
+
+// squib is one running squib process.
+type squib struct {
+	t       *testing.T
+	cmd     *exec.Cmd
+	console *console
+	dir     string
+	sock    string
+	logPath string
+	exited  chan struct{}
+	err     error
+}
+
+func start(t *testing.T, args ...string) *squib {
+	t.Helper()
+	dir := t.TempDir()
+	s := &squib{t: t, console: newConsole(), dir: dir, sock: filepath.Join(dir, "api.sock"), logPath: filepath.Join(dir, "squib.log"), exited: make(chan struct{})}
+	full := append([]string{"--log-path", s.logPath, "--level", "Debug"}, args...)
+	if !contains(args, "--no-api") {
+		full = append(full, "--api-sock", s.sock)
+	}
+	s.cmd = exec.Command(env(t, "SQUIB_BIN"), full...)
+	s.cmd.Stdout = s.console
+	s.cmd.Stderr = s.console
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		s.err = s.cmd.Wait()
+		s.console.close()
+		close(s.exited)
+	}()
+	t.Cleanup(func() {
+		s.cmd.Process.Kill()
+		<-s.exited
+		if t.Failed() {
+			log, _ := os.ReadFile(s.logPath)
+			t.Logf("squib log:\n%s\nconsole:\n%s", log, s.console.text())
+		}
+	})
+	return s
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// wait waits for squib to exit and returns its exit code.
+func (s *squib) wait(timeout time.Duration) int {
+	s.t.Helper()
+	select {
+	case <-s.exited:
+	case <-time.After(timeout):
+		s.t.Fatalf("squib still running after %v; console:\n%s", timeout, s.console.text())
+	}
+	var ee *exec.ExitError
+	if errors.As(s.err, &ee) {
+		return ee.ExitCode()
+	}
+	if s.err != nil {
+		s.t.Fatal(s.err)
+	}
+	return 0
+}
+
+func (s *squib) log() string {
+	b, _ := os.ReadFile(s.logPath)
+	return string(b)
+}
+
+func (s *squib) client() *http.Client {
+	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", s.sock)
+	}}}
+}
+
+// api sends a request and returns the status and body.
+func (s *squib) api(method, path, body string) (int, string) {
+	s.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		req, _ := http.NewRequest(method, "http://localhost"+path, strings.NewReader(body))
+		resp, err := s.client().Do(req)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			return resp.StatusCode, string(b)
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("%s %s: %v", method, path, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// guest describes a boot.
+type guest struct {
+	kernel string
+	vcpus  int
+	memMiB int
+	args   string
+}
+
+func (g guest) config(t *testing.T) string {
+	args := "console=ttyS0 reboot=k panic=1 quiet " + g.args
+	cfg := map[string]any{
+		"boot-source": map[string]any{
+			"kernel_image_path": g.kernel,
+			"initrd_path":       env(t, "SQUIB_GUEST_INITRD"),
+			"boot_args":         strings.TrimSpace(args),
+		},
+		"drives":         []any{},
+		"machine-config": map[string]any{"vcpu_count": g.vcpus, "mem_size_mib": g.memMiB},
+	}
+	b, _ := json.Marshal(cfg)
+	p := filepath.Join(t.TempDir(), "vm.json")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+var factRE = regexp.MustCompile(`SQUIB-([A-Z-]+)=(\S*)`)
+
+func fact(t *testing.T, c *console, key string) string {
+	t.Helper()
+	l := c.waitLine(t, "SQUIB-"+key+"=", bootTimeout)
+	m := factRE.FindStringSubmatch(l)
+	if m == nil {
+		t.Fatalf("malformed fact line %q", l)
+	}
+	return m[2]
+}
+
+// TestBootMatrix boots the stock Debian kernel as an ELF vmlinux (PVH) and
+// as a bzImage, with 1 and 2 vCPUs and 128 and 256 MiB, from a
+// Firecracker config file with --no-api, and checks what the guest sees.
+func TestBootMatrix(t *testing.T) {
+	cases := []struct {
+		name   string
+		kernel string
+		vcpus  int
+		mem    int
+	}{
+		{"vmlinux-1cpu-128M", "SQUIB_GUEST_VMLINUX", 1, 128},
+		{"bzImage-2cpu-256M", "SQUIB_GUEST_KERNEL", 2, 256},
+		{"vmlinux-2cpu-256M", "SQUIB_GUEST_VMLINUX", 2, 256},
+		{"bzImage-1cpu-128M", "SQUIB_GUEST_KERNEL", 1, 128},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := guest{kernel: env(t, tc.kernel), vcpus: tc.vcpus, memMiB: tc.mem}
+			begin := time.Now()
+			s := start(t, "--no-api", "--config-file", g.config(t))
+			s.console.waitLine(t, "SQUIB-GUEST-UP", bootTimeout)
+			t.Logf("guest init reached %v after start", time.Since(begin))
+			if got := fact(t, s.console, "CPUS"); got != strconv.Itoa(tc.vcpus) {
+				t.Errorf("guest sees %s CPUs, configured %d", got, tc.vcpus)
+			}
+			kb, err := strconv.Atoi(fact(t, s.console, "MEMTOTAL-KB"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// MemTotal is RAM less what the kernel keeps for itself: close
+			// to, never above, the configured size.
+			if max := tc.mem * 1024; kb > max || kb < max*3/4 {
+				t.Errorf("guest MemTotal %d kB, configured %d MiB", kb, tc.mem)
+			}
+			// The guest powers off (reboot -f with reboot=k): squib exits 0.
+			if code := s.wait(bootTimeout); code != 0 {
+				t.Errorf("squib exit code %d after guest power-off, want 0", code)
+			}
+			if !strings.Contains(s.log(), "Firecracker exiting successfully") {
+				t.Errorf("log lacks the clean-exit line")
+			}
+		})
+	}
+}
+
+// TestAPIBootAndCtrlAltDel configures a guest over the API, boots it,
+// checks GET / and the vCPU exit metrics, then ends it with SendCtrlAltDel.
+func TestAPIBootAndCtrlAltDel(t *testing.T) {
+	metricsPath := filepath.Join(t.TempDir(), "metrics.json")
+	s := start(t, "--metrics-path", metricsPath)
+	kernel := env(t, "SQUIB_GUEST_VMLINUX")
+	for _, r := range []struct{ method, path, body string }{
+		{"PUT", "/machine-config", `{"vcpu_count":2,"mem_size_mib":128}`},
+		{"PUT", "/boot-source", fmt.Sprintf(`{"kernel_image_path":%q,"initrd_path":%q,"boot_args":"console=ttyS0 reboot=k panic=1 quiet squib.test=hold"}`, kernel, env(t, "SQUIB_GUEST_INITRD"))},
+		{"PUT", "/actions", `{"action_type":"InstanceStart"}`},
+	} {
+		if code, body := s.api(r.method, r.path, r.body); code != 204 {
+			t.Fatalf("%s %s: %d %s", r.method, r.path, code, body)
+		}
+	}
+	if _, body := s.api("GET", "/", ""); !strings.Contains(body, `"state":"Running"`) {
+		t.Errorf("GET / after boot: %s", body)
+	}
+	s.console.waitLine(t, "SQUIB-GUEST-HOLD", bootTimeout)
+	if code, body := s.api("PUT", "/actions", `{"action_type":"FlushMetrics"}`); code != 204 {
+		t.Fatalf("FlushMetrics: %d %s", code, body)
+	}
+	lines := readLines(t, metricsPath)
+	var exits uint64
+	for _, l := range lines {
+		var m struct {
+			Vcpu map[string]any `json:"vcpu"`
+		}
+		json.Unmarshal([]byte(l), &m)
+		if v, ok := m.Vcpu["exit_io_out"].(float64); ok {
+			exits += uint64(v)
+		}
+	}
+	if exits == 0 {
+		t.Errorf("no vcpu.exit_io_out counted across %d metrics lines", len(lines))
+	}
+	// Ctrl+Alt+Del makes Linux reboot through the i8042 (reboot=k): squib
+	// ends cleanly.
+	if code, body := s.api("PUT", "/actions", `{"action_type":"SendCtrlAltDel"}`); code != 204 {
+		t.Fatalf("SendCtrlAltDel: %d %s", code, body)
+	}
+	if code := s.wait(bootTimeout); code != 0 {
+		t.Errorf("exit code %d after Ctrl+Alt+Del, want 0", code)
+	}
+}
+
+func readLines(t *testing.T, path string) []string {
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		out = append(out, sc.Text())
+	}
+	return out
+}
+
+// TestNotAKernel: InstanceStart with a file that is no kernel fails with a
+// clear 400 and leaves the VM configurable.
+func TestNotAKernel(t *testing.T) {
+	s := start(t)
+	bogus := filepath.Join(t.TempDir(), "not-a-kernel")
+	os.WriteFile(bogus, bytes.Repeat([]byte("squib"), 1000), 0o644)
+	s.api("PUT", "/boot-source", fmt.Sprintf(`{"kernel_image_path":%q}`, bogus))
+	code, body := s.api("PUT", "/actions", `{"action_type":"InstanceStart"}`)
+	if code != 400 || !strings.Contains(body, "Start microvm error") || !strings.Contains(body, "not an ELF vmlinux or bzImage") {
+		t.Errorf("InstanceStart with a bogus kernel: %d %s", code, body)
+	}
+	if _, body := s.api("GET", "/", ""); !strings.Contains(body, "Not started") {
+		t.Errorf("GET / after a failed start: %s", body)
+	}
+}
+
+// TestBootTimer: with --boot-timer, the guest's write to the boot-timer
+// device logs Firecracker's Guest-boot-time line.
+func TestBootTimer(t *testing.T) {
+	g := guest{kernel: env(t, "SQUIB_GUEST_VMLINUX"), vcpus: 1, memMiB: 128, args: "squib.boottimer=1"}
+	s := start(t, "--no-api", "--boot-timer", "--config-file", g.config(t))
+	if code := s.wait(bootTimeout); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	if !regexp.MustCompile(`Guest-boot-time = +\d+ us \d+ ms, +\d+ CPU us \d+ CPU ms`).MatchString(s.log()) {
+		t.Errorf("no Guest-boot-time line in the log")
+	}
+}
