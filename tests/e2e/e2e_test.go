@@ -209,12 +209,18 @@ type guest struct {
 	args   string
 }
 
-func (g guest) config(t *testing.T) string {
+func (g guest) config(t *testing.T) string { return g.configTB(t) }
+
+func (g guest) configTB(t testing.TB) string {
+	initrd := os.Getenv("SQUIB_GUEST_INITRD")
+	if initrd == "" {
+		t.Fatal("SQUIB_GUEST_INITRD is not set: run the suite through tests/sandbox/run.sh")
+	}
 	args := "console=ttyS0 reboot=k panic=1 quiet " + g.args
 	cfg := map[string]any{
 		"boot-source": map[string]any{
 			"kernel_image_path": g.kernel,
-			"initrd_path":       env(t, "SQUIB_GUEST_INITRD"),
+			"initrd_path":       initrd,
 			"boot_args":         strings.TrimSpace(args),
 		},
 		"drives":         []any{},

@@ -7,6 +7,7 @@
 #   PKG   Go package whose `go test -c` binary goes in (default: ./tests/e2e
 #         when it has Go files, else the harness self-test
 #         ./tests/sandbox/selftest; SQUIB_TEST_PKG overrides), or "none"
+# Env: SQUIB_L1_QEMU=1 adds QEMU (about 30 MB) for qemu-guest.sh in L1.
 # Prints the initramfs path on stdout.
 #
 # Layout inside L1 (also in /etc/squib.env, which l1/init sources):
@@ -16,6 +17,7 @@
 #   /guest/vmlinux                 SQUIB_GUEST_VMLINUX  (ELF)
 #   /guest/initramfs.cpio.gz       SQUIB_GUEST_INITRD
 #   /usr/bin/squib-guest           squib-guest.sh (what demo.sh runs)
+#   /usr/bin/qemu-guest            qemu-guest.sh and QEMU, with SQUIB_L1_QEMU=1
 #
 # The image is two concatenated cpio archives (the kernel unpacks each in
 # turn): a cached base with everything that changes rarely (about 90 MB,
@@ -80,14 +82,41 @@ else
 	cp "$D/bin/squib" "$R/usr/bin/squib"
 	cp "$D/bin/test.bin" "$R/usr/bin/squib-tests.test"
 	# go test runs a package's tests in its directory: bring testdata along
-	pkgdir=$(cd "$REPO_ROOT" && go list -f '{{.Dir}}' "$PKG")
+	pkgdir=$(package_dir "$PKG")
 	[ -d "$pkgdir/testdata" ] && cp -r "$pkgdir/testdata" "$R/pkg/"
 fi
 pack_cpio "$R" >"$D/go.cpio"
 rm -rf "$R"
 
+# --- optional: QEMU, to boot the guest with QEMU inside L1 (qemu-guest.sh) --
+parts=("$BASE" "$D/go.cpio")
+if [ "${SQUIB_L1_QEMU:-0}" = 1 ]; then
+	Q=$(command -v qemu-system-x86_64) || die "qemu-system-x86_64 is missing"
+	QC=$D/qemu.cpio
+	if [ ! -f "$QC" ] || [ "$Q" -nt "$QC" ] || [ "$SANDBOX_DIR/qemu-guest.sh" -nt "$QC" ] || [ "$0" -nt "$QC" ]; then
+		log "building the L1 QEMU image part"
+		R=$D/qemu-root
+		rm -rf "$R"
+		mkdir -p "$R/usr/bin" "$R/usr/share/qemu"
+		cp "$Q" "$R/usr/bin/"
+		install -m 755 "$SANDBOX_DIR/qemu-guest.sh" "$R/usr/bin/qemu-guest"
+		# its shared libraries, the dynamic loader included (L1 has no libc)
+		for lib in $(ldd "$Q" | grep -oE '/[^ ]+'); do
+			mkdir -p "$R$(dirname "$lib")"
+			cp -L "$lib" "$R$lib"
+		done
+		# firmware microvm needs to load a kernel (qboot, option ROMs)
+		for f in bios-microvm.bin linuxboot_dma.bin pvh.bin kvmvapic.bin; do
+			cp -L "/usr/share/qemu/$f" "$R/usr/share/qemu/"
+		done
+		pack_cpio "$R" >"$QC"
+		rm -rf "$R"
+	fi
+	parts+=("$QC")
+fi
+
 OUT=$D/initramfs.cpio
-cat "$BASE" "$D/go.cpio" >"$OUT.tmp"
+cat "${parts[@]}" >"$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
 log "L1 initramfs: $OUT ($(du -m "$OUT" | cut -f1) MiB; test package: $PKG)"
 echo "$OUT"

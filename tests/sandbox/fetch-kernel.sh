@@ -110,7 +110,9 @@ fi
 echo "$PKG" >"$KDIR/current"
 
 KVER=$(ls "$PDIR/root/lib/modules")
-[ -n "$KVER" ] && [ "$(echo "$KVER" | wc -l)" = 1 ] || die "expected one kernel in $PKG, found: $KVER"
+if [ -z "$KVER" ] || [ "$(echo "$KVER" | wc -l)" != 1 ]; then
+	die "expected one kernel in $PKG, found: $KVER"
+fi
 VMLINUZ=$PDIR/root/boot/vmlinuz-$KVER
 [ -f "$VMLINUZ" ] || die "no $VMLINUZ in $PKG"
 if [ ! -f "$PDIR/vmlinux" ]; then

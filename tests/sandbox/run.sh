@@ -40,7 +40,7 @@ direct)
 	load_kernel
 	GUEST_INITRD=$("$GUEST_DIR/build-initramfs.sh")
 	build_go "$CACHE/direct" "$PKG"
-	pkgdir=$(cd "$REPO_ROOT" && go list -f '{{.Dir}}' "$PKG")
+	pkgdir=$(package_dir "$PKG")
 	log "running $PKG tests (${GO_TEST_FLAGS[*]:-no flags}) in $pkgdir"
 	# like `go test`: the tests run in their package directory
 	(

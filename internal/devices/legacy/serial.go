@@ -619,7 +619,12 @@ func (q *outputQueue) run() {
 	for {
 		q.mu.Lock()
 		chunk := q.buf
-		q.buf = spare[:0]
+		if len(chunk) > 0 {
+			// Swap buffers only when taking data: the vCPU appends to
+			// q.buf while chunk is written, so they must never share an
+			// array (spare is the array written last time, now idle).
+			q.buf = spare[:0]
+		}
 		q.busy = len(chunk) > 0
 		closed := q.closed
 		q.mu.Unlock()
