@@ -2,14 +2,16 @@
 GO ?= go
 BIN ?= bin/squib
 
-.PHONY: build test unit sdkcompat lint fuzz bench demo clean
+.PHONY: build test unit sdkcompat e2e lint fuzz bench demo api-demo clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/squib
 
 # Every test: formatting and vet, the unit and integration tests of the main
-# module (race detector on), and the Firecracker Go SDK compatibility module.
-test: lint unit sdkcompat
+# module (race detector on), the Firecracker Go SDK compatibility module, and
+# the end-to-end suite that boots real Linux guests under KVM (directly where
+# /dev/kvm is hardware-backed, else inside the nested KVM sandbox).
+test: lint unit sdkcompat e2e
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -23,6 +25,9 @@ unit:
 sdkcompat:
 	cd tests/sdkcompat && $(GO) test -count=1 ./...
 
+e2e:
+	bash tests/sandbox/run.sh -v
+
 # Short runs of every fuzz target (FUZZTIME each).
 FUZZTIME ?= 20s
 fuzz:
@@ -35,7 +40,13 @@ fuzz:
 bench:
 	bash bench/run.sh
 
-demo: build
+# Boots the default guest (Debian's kernel and a small initramfs that prints
+# a banner and system facts) and shows its console.
+demo:
+	bash tests/sandbox/demo.sh
+
+# Drives squib over its API with curl, showing each answer.
+api-demo: build
 	bash scripts/demo.sh $(BIN)
 
 clean:

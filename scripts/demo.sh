@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Drives squib over its API socket with curl, the way a Firecracker user
-# would, and shows every answer. Guest boot arrives with the KVM boot path;
-# until then InstanceStart answers with the reason it cannot boot here.
+# would, and shows every answer, errors included. The "kernel" here is a
+# placeholder file, so InstanceStart answers with the loader's error; `make
+# demo` boots a real guest.
 set -euo pipefail
 bin=${1:-bin/squib}
 work=$(mktemp -d)

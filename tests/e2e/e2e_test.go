@@ -275,9 +275,10 @@ func TestBootMatrix(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			// MemTotal is RAM less what the kernel keeps for itself: close
-			// to, never above, the configured size.
-			if max := tc.mem * 1024; kb > max || kb < max*3/4 {
+			// MemTotal is RAM less what the kernel keeps for itself (the
+			// Debian kernel's image and reservations, about 45 MiB): never
+			// above the configured size, and within 64 MiB of it.
+			if max := tc.mem * 1024; kb > max || kb < max-64*1024 {
 				t.Errorf("guest MemTotal %d kB, configured %d MiB", kb, tc.mem)
 			}
 			// The guest powers off (reboot -f with reboot=k): squib exits 0.
