@@ -193,7 +193,7 @@ build_go() {
 # command's exit status, taken from the SQUIB-L1-RESULT marker (1 if absent,
 # 124 on timeout). Console log: $CACHE/logs/l1-<time>.log (without \r and
 # terminal escape sequences).
-#   SQUIB_SANDBOX_CPU (max), SQUIB_SANDBOX_MEM (4G), SQUIB_SANDBOX_SMP (2),
+#   SQUIB_SANDBOX_CPU (EPYC), SQUIB_SANDBOX_MEM (4G), SQUIB_SANDBOX_SMP (2),
 #   SQUIB_SANDBOX_APPEND (extra L1 kernel args), SQUIB_SANDBOX_QEMU_ARGS
 #   (extra QEMU args), SQUIB_SANDBOX_TIMESTAMPS (1: prefix console lines with
 #   host seconds since QEMU started; 0: as they are)
@@ -206,10 +206,11 @@ boot_l1() {
 	mkdir -p "$CACHE/logs"
 	# keep the 20 newest logs
 	find "$CACHE/logs" -name 'l1-*.log' -printf '%T@ %p\n' | sort -rn | tail -n +20 | cut -d' ' -f2- | xargs -r rm -f
-	logf=$CACHE/logs/l1-$(date +%Y%m%d-%H%M%S).log
+	logf=$CACHE/logs/l1-$(date +%Y%m%d-%H%M%S)-$$-$RANDOM.log
+	L1_LOG=$logf
 	local append="console=ttyS0 quiet panic=-1 squib.cmd=$b64 ${SQUIB_SANDBOX_APPEND:-}"
 	[ ${#append} -lt 2000 ] || die "L1 command too long for the kernel command line (${#append} bytes)"
-	log "booting L1: qemu-system-x86_64 -accel tcg -cpu ${SQUIB_SANDBOX_CPU:-max}, timeout ${timeout}s, log $logf"
+	log "booting L1: qemu-system-x86_64 -accel tcg -cpu ${SQUIB_SANDBOX_CPU:-EPYC}, timeout ${timeout}s, log $logf"
 	log "L1 command: $cmd"
 	t0=$EPOCHREALTIME
 	set +e
@@ -218,7 +219,7 @@ boot_l1() {
 	# -nodefaults -serial mon:stdio: no NIC (so no iPXE ROM to load and no
 	# iPXE banner), console on stdio as with plain -nographic
 	# shellcheck disable=SC2086 # SQUIB_SANDBOX_QEMU_ARGS is a list of arguments
-	timeout -k 10 "$timeout" qemu-system-x86_64 -accel tcg -cpu "${SQUIB_SANDBOX_CPU:-max}" \
+	timeout -k 10 "$timeout" qemu-system-x86_64 -accel tcg -cpu "${SQUIB_SANDBOX_CPU:-EPYC}" \
 		-m "${SQUIB_SANDBOX_MEM:-4G}" -smp "${SQUIB_SANDBOX_SMP:-2}" -nographic -no-reboot \
 		-nodefaults -serial mon:stdio ${SQUIB_SANDBOX_QEMU_ARGS:-} -kernel "$SQUIB_KERNEL_VMLINUZ" -initrd "$initrd" -append "$append" </dev/null 2>&1 |
 		_stream "$t0" "$logf"

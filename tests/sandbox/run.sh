@@ -17,7 +17,8 @@
 #   SQUIB_SANDBOX           1 forces sandbox mode, 0 forces direct mode
 #   SQUIB_TEST_PKG          test package (default ./tests/e2e if it has Go
 #                           files, else ./tests/sandbox/selftest)
-#   SQUIB_SANDBOX_TIMEOUT   seconds L1 may run in all (default 2400)
+#   SQUIB_SANDBOX_TIMEOUT   seconds one L1 run may take (default 600; a run that
+#                           crashes or stalls L1 itself is tried again, twice at most)
 #   SQUIB_SANDBOX_CPU/_MEM/_SMP/_APPEND/_TIMESTAMPS   see boot_l1 in lib.sh
 # The tests see: SQUIB_TEST_MODE (direct|sandbox), SQUIB_BIN,
 #   SQUIB_GUEST_KERNEL (bzImage), SQUIB_GUEST_VMLINUX (ELF),
@@ -58,7 +59,20 @@ sandbox)
 	L1=$("$SANDBOX_DIR/build-l1.sh" "$PKG")
 	load_kernel # the L1 kernel is the same Debian kernel
 	log "built in $(_elapsed "$T0") s"
-	boot_l1 "$L1" "${SQUIB_SANDBOX_TIMEOUT:-2400}" "/run-tests.sh $(shell_quote "${GO_TEST_FLAGS[@]}")" || rc=$?
+	# L1 runs on QEMU's emulated SVM, which now and then crashes or hangs L1
+	# itself (a kernel panic or a stall, with no result line): that is the
+	# emulator, not the tests, so such a run is tried again, at most twice.
+	# A run that reports a result is never repeated.
+	for attempt in 1 2 3; do
+		rc=0
+		boot_l1 "$L1" "${SQUIB_SANDBOX_TIMEOUT:-600}" "/run-tests.sh $(shell_quote "${GO_TEST_FLAGS[@]}")" || rc=$?
+		[ "$rc" = 0 ] && break
+		if grep -a -q -E '^SQUIB-L1-RESULT rc=[0-9]+$' "$L1_LOG"; then
+			break
+		fi
+		[ "$attempt" = 3 ] && break
+		log "L1 itself failed (no result line; see $L1_LOG): trying again ($attempt of 2 retries)"
+	done
 	;;
 esac
 if [ $rc = 0 ]; then
