@@ -5,7 +5,8 @@ import (
 	"slices"
 	"strconv"
 	"sync"
-	"unicode/utf8"
+
+	"github.com/squib-vmm/squib/internal/jsonx"
 )
 
 // The JSON line is produced by a hand-written emitter. Each group struct is
@@ -249,55 +250,8 @@ func (f *family[T]) emit(w *writer) {
 	w.emit(f.lay, w.agg)
 }
 
-// appendString appends s as a JSON string.
-func appendString(b []byte, s string) []byte {
-	b = append(b, '"')
-	b = appendStringContent(b, s)
-	return append(b, '"')
-}
+// appendString and appendStringContent quote with serde_json's rules
+// (jsonx), so metrics lines read as Firecracker's.
+func appendString(b []byte, s string) []byte { return jsonx.AppendString(b, s) }
 
-const hexDigits = "0123456789abcdef"
-
-// appendStringContent escapes s as serde_json does: quote, backslash and
-// control characters only (short forms where JSON has them, else \u00xx);
-// no HTML escaping, non-ASCII kept as UTF-8. Invalid UTF-8, which a Rust
-// String cannot hold, becomes U+FFFD so the line stays valid JSON.
-func appendStringContent(b []byte, s string) []byte {
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			switch c {
-			case '"':
-				b = append(b, '\\', '"')
-			case '\\':
-				b = append(b, '\\', '\\')
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				if c < 0x20 {
-					b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-				} else {
-					b = append(b, c)
-				}
-			}
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = utf8.AppendRune(b, utf8.RuneError)
-		} else {
-			b = append(b, s[i:i+size]...)
-		}
-		i += size
-	}
-	return b
-}
+func appendStringContent(b []byte, s string) []byte { return jsonx.AppendStringContent(b, s) }

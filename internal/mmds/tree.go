@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/squib-vmm/squib/internal/jsonx"
 )
 
 // The data store is an immutable tree of plain Go values:
@@ -112,42 +114,9 @@ func sortedKeys(m map[string]any) []string {
 	return keys
 }
 
-const hexDigits = "0123456789abcdef"
-
-// appendString quotes s as serde_json does: only '"', '\\' and control
-// characters are escaped (no HTML or U+2028 escaping, unlike encoding/json).
-func appendString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' {
-			continue
-		}
-		b = append(b, s[start:i]...)
-		switch c {
-		case '"':
-			b = append(b, '\\', '"')
-		case '\\':
-			b = append(b, '\\', '\\')
-		case '\b':
-			b = append(b, '\\', 'b')
-		case '\f':
-			b = append(b, '\\', 'f')
-		case '\n':
-			b = append(b, '\\', 'n')
-		case '\r':
-			b = append(b, '\\', 'r')
-		case '\t':
-			b = append(b, '\\', 't')
-		default:
-			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-		}
-		start = i + 1
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
-}
+// appendString quotes s as serde_json does (jsonx): no HTML or U+2028
+// escaping, unlike encoding/json.
+func appendString(b []byte, s string) []byte { return jsonx.AppendString(b, s) }
 
 // mergePatch returns target with patch applied as an RFC 7396 merge patch,
 // exactly as Firecracker's json_patch: a non-object patch replaces the
