@@ -25,8 +25,11 @@ unit:
 sdkcompat:
 	cd tests/sdkcompat && $(GO) test -count=1 ./...
 
+# The KVM end-to-end suite, then firecracker-go-sdk's Machine.Start booting a
+# guest, both through the KVM harness (tests/sandbox).
 e2e:
 	bash tests/sandbox/run.sh -v
+	SQUIB_TEST_PKG=./tests/sdkcompat bash tests/sandbox/run.sh -v -run TestMachineStartBootsGuest
 
 # Short runs of every fuzz target (FUZZTIME each).
 FUZZTIME ?= 20s

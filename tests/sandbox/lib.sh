@@ -166,7 +166,11 @@ test_package() {
 
 # package_dir PKG: the directory of Go package PKG (where `go test` runs it)
 package_dir() {
-	(cd "$REPO_ROOT" && go list -e -tags "${SQUIB_TEST_TAGS-e2e}" -f '{{.Dir}}' "$1")
+	if [ -f "$REPO_ROOT/$1/go.mod" ]; then
+		(cd "$REPO_ROOT/$1" && pwd)
+	else
+		(cd "$REPO_ROOT" && go list -e -tags "${SQUIB_TEST_TAGS-e2e}" -f '{{.Dir}}' "$1")
+	fi
 }
 
 # build_go OUTDIR PKG: builds a static squib and the test binary of PKG into
@@ -183,6 +187,11 @@ build_go() {
 		CGO_ENABLED=0 go build -o "$out/squib" ./cmd/squib
 		# tests/e2e sits behind the e2e build tag so that `go test ./...`
 		# leaves it out; other packages ignore the tag
+		if [ -f "$pkg/go.mod" ]; then
+			# a package of its own module (tests/sdkcompat): build it there
+			cd "$pkg"
+			pkg=.
+		fi
 		CGO_ENABLED=0 go test -c -tags "${SQUIB_TEST_TAGS-e2e}" -o "$out/test.bin" "$pkg"
 	) || die "go build failed"
 	[ -x "$out/test.bin" ] || die "$pkg has no tests: go test -c wrote no binary"
@@ -213,6 +222,21 @@ boot_l1() {
 	log "booting L1: qemu-system-x86_64 -accel tcg -cpu ${SQUIB_SANDBOX_CPU:-EPYC}, timeout ${timeout}s, log $logf"
 	log "L1 command: $cmd"
 	t0=$EPOCHREALTIME
+	# Stall watchdog: the emulated SVM sometimes freezes L1 without a crash.
+	# When the console has been silent for SQUIB_SANDBOX_STALL seconds
+	# (default 240), L1 is stopped, which reads as a run with no result.
+	local name=squib-l1-$$-$RANDOM stall=${SQUIB_SANDBOX_STALL:-240} wd
+	(
+		while sleep 10; do
+			[ -f "$logf" ] || continue
+			if [ $(($(date +%s) - $(stat -c %Y "$logf"))) -gt "$stall" ]; then
+				echo "sandbox: L1 console silent for over ${stall}s: stopping it as stalled" >&2
+				pkill -f -- "-name $name" || true
+				break
+			fi
+		done
+	) &
+	wd=$!
 	set +e
 	# -no-reboot: L1's poweroff, panic (panic=-1) and triple faults all end
 	# QEMU. stdin from /dev/null: QEMU must not eat the caller's terminal.
@@ -221,9 +245,11 @@ boot_l1() {
 	# shellcheck disable=SC2086 # SQUIB_SANDBOX_QEMU_ARGS is a list of arguments
 	timeout -k 10 "$timeout" qemu-system-x86_64 -accel tcg -cpu "${SQUIB_SANDBOX_CPU:-EPYC}" \
 		-m "${SQUIB_SANDBOX_MEM:-4G}" -smp "${SQUIB_SANDBOX_SMP:-2}" -nographic -no-reboot \
-		-nodefaults -serial mon:stdio ${SQUIB_SANDBOX_QEMU_ARGS:-} -kernel "$SQUIB_KERNEL_VMLINUZ" -initrd "$initrd" -append "$append" </dev/null 2>&1 |
+		-nodefaults -serial mon:stdio -name "$name" ${SQUIB_SANDBOX_QEMU_ARGS:-} -kernel "$SQUIB_KERNEL_VMLINUZ" -initrd "$initrd" -append "$append" </dev/null 2>&1 |
 		_stream "$t0" "$logf"
 	rc=${PIPESTATUS[0]}
+	kill "$wd" 2>/dev/null
+	wait "$wd" 2>/dev/null
 	set -e
 	log "L1 ran $(_elapsed "$t0") s"
 	if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
