@@ -349,6 +349,7 @@ func TestAPIBootAndCtrlAltDel(t *testing.T) {
 	}
 	lines := readLines(t, metricsPath)
 	var exits uint64
+	sums := map[string]float64{}
 	for _, l := range lines {
 		var m struct {
 			Vcpu map[string]any `json:"vcpu"`
@@ -357,7 +358,13 @@ func TestAPIBootAndCtrlAltDel(t *testing.T) {
 		if v, ok := m.Vcpu["exit_io_out"].(float64); ok {
 			exits += uint64(v)
 		}
+		for _, k := range []string{"exit_io_in", "exit_io_out", "exit_mmio_read", "exit_mmio_write"} {
+			if v, ok := m.Vcpu[k].(float64); ok {
+				sums[k] += v
+			}
+		}
 	}
+	t.Logf("vCPU exits to squib during the boot: %v", sums)
 	if exits == 0 {
 		t.Errorf("no vcpu.exit_io_out counted across %d metrics lines", len(lines))
 	}
