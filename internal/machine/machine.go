@@ -63,6 +63,12 @@ func (m *Machine) exitWith(code int) {
 	m.exitOnce.Do(func() {
 		m.exitCode = code
 		close(m.done)
+		// The guest is finished: stop every vCPU now rather than let them
+		// run (and, after a reset request, repeat it) until Stop.
+		for _, v := range m.vcpus {
+			v.stopping.Store(true)
+			v.kick()
+		}
 	})
 }
 

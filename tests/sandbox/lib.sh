@@ -224,8 +224,8 @@ boot_l1() {
 	t0=$EPOCHREALTIME
 	# Stall watchdog: the emulated SVM sometimes freezes L1 without a crash.
 	# When the console has been silent for SQUIB_SANDBOX_STALL seconds
-	# (default 240), L1 is stopped, which reads as a run with no result.
-	local name=squib-l1-$$-$RANDOM stall=${SQUIB_SANDBOX_STALL:-240} wd
+	# (default 120), L1 is stopped, which reads as a run with no result.
+	local name=squib-l1-$$-$RANDOM stall=${SQUIB_SANDBOX_STALL:-120} wd
 	(
 		while sleep 10; do
 			[ -f "$logf" ] || continue

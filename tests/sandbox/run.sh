@@ -18,7 +18,7 @@
 #   SQUIB_TEST_PKG          test package (default ./tests/e2e if it has Go
 #                           files, else ./tests/sandbox/selftest)
 #   SQUIB_SANDBOX_TIMEOUT   seconds one L1 run may take (default 600; a run that
-#                           crashes or stalls L1 itself is tried again, twice at most)
+#                           crashes or stalls L1 itself is tried again, three times at most)
 #   SQUIB_SANDBOX_CPU/_MEM/_SMP/_APPEND/_TIMESTAMPS   see boot_l1 in lib.sh
 # The tests see: SQUIB_TEST_MODE (direct|sandbox), SQUIB_BIN,
 #   SQUIB_GUEST_KERNEL (bzImage), SQUIB_GUEST_VMLINUX (ELF),
@@ -61,17 +61,17 @@ sandbox)
 	log "built in $(_elapsed "$T0") s"
 	# L1 runs on QEMU's emulated SVM, which now and then crashes or hangs L1
 	# itself (a kernel panic or a stall, with no result line): that is the
-	# emulator, not the tests, so such a run is tried again, at most twice.
-	# A run that reports a result is never repeated.
-	for attempt in 1 2 3; do
+	# emulator, not the tests, so such a run is tried again, at most three
+	# times. A run that reports a result is never repeated.
+	for attempt in 1 2 3 4; do
 		rc=0
 		boot_l1 "$L1" "${SQUIB_SANDBOX_TIMEOUT:-600}" "/run-tests.sh $(shell_quote "${GO_TEST_FLAGS[@]}")" || rc=$?
 		[ "$rc" = 0 ] && break
 		if grep -a -q -E '^SQUIB-L1-RESULT rc=[0-9]+$' "$L1_LOG"; then
 			break
 		fi
-		[ "$attempt" = 3 ] && break
-		log "L1 itself failed (no result line; see $L1_LOG): trying again ($attempt of 2 retries)"
+		[ "$attempt" = 4 ] && break
+		log "L1 itself failed (no result line; see $L1_LOG): trying again (retry $attempt of 3)"
 	done
 	;;
 esac
