@@ -280,7 +280,7 @@ func boot(t *testing.T, g guest, extra ...string) bootResult {
 }
 
 // TestBootMatrix boots the stock Debian kernel as an ELF vmlinux (PVH) and
-// as a bzImage, with 1 and 2 vCPUs and 128 and 256 MiB, from a
+// as a bzImage, with 1, 2 and 32 vCPUs and 128 to 512 MiB, from a
 // Firecracker config file with --no-api, and checks what the guest sees.
 func TestBootMatrix(t *testing.T) {
 	cases := []struct {
@@ -293,6 +293,8 @@ func TestBootMatrix(t *testing.T) {
 		{"bzImage-2cpu-256M", "SQUIB_GUEST_KERNEL", 2, 256},
 		{"vmlinux-2cpu-256M", "SQUIB_GUEST_VMLINUX", 2, 256},
 		{"bzImage-1cpu-128M", "SQUIB_GUEST_KERNEL", 1, 128},
+		// Firecracker's (and squib's) maximum.
+		{"bzImage-32cpu-512M", "SQUIB_GUEST_KERNEL", 32, 512},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
