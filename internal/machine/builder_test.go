@@ -1,0 +1,62 @@
+package machine
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/squib-vmm/squib/internal/vmm"
+)
+
+func resources(t *testing.T) *vmm.Resources {
+	t.Helper()
+	res := vmm.NewResources()
+	k := filepath.Join(t.TempDir(), "vmlinux")
+	if err := os.WriteFile(k, []byte("not a kernel"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := res.SetBootSource(vmm.BootSource{KernelImagePath: &k}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(res.Close)
+	return res
+}
+
+// TestBuildWithoutKVM: on a host without the hypervisor device InstanceStart
+// fails with Firecracker's prefix and a message naming the device.
+func TestBuildWithoutKVM(t *testing.T) {
+	b := &Builder{Device: "/nonexistent/kvm"}
+	_, err := b.Build(context.Background(), resources(t), vmm.BuildOptions{})
+	if err == nil || !strings.HasPrefix(err.Error(), vmm.PrefixStart) ||
+		!strings.Contains(err.Error(), "Cannot open /nonexistent/kvm: No such file or directory (os error 2)") {
+		t.Fatalf("Build = %v", err)
+	}
+}
+
+// TestBuildRefusesDevicesItCannotAttach: configured devices squib cannot
+// attach yet fail InstanceStart clearly instead of being left out.
+func TestBuildRefusesDevicesItCannotAttach(t *testing.T) {
+	res := resources(t)
+	amount, deflate := uint32(1), false
+	if err := res.SetBalloon(vmm.Balloon{AmountMib: &amount, DeflateOnOOM: &deflate}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := (&Builder{}).Build(context.Background(), res, vmm.BuildOptions{})
+	if err == nil || !strings.Contains(err.Error(), "squib cannot attach balloon yet") {
+		t.Fatalf("Build = %v", err)
+	}
+}
+
+// TestBuildRejectsANonKernel runs where KVM opens (the harness covers real
+// boots): a file that is no kernel is a clear InstanceStart error.
+func TestBuildRejectsANonKernel(t *testing.T) {
+	if _, err := os.Stat(KVMDevice); err != nil {
+		t.Skipf("%s: %v (tests/e2e covers this under KVM)", KVMDevice, err)
+	}
+	_, err := (&Builder{}).Build(context.Background(), resources(t), vmm.BuildOptions{})
+	if err == nil || !strings.Contains(err.Error(), "not an ELF vmlinux or bzImage") {
+		t.Fatalf("Build = %v", err)
+	}
+}
