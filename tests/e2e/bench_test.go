@@ -4,9 +4,11 @@ package e2e
 
 import (
 	"bufio"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -126,30 +128,45 @@ func waitLineB(b *testing.B, c *console, prefix string) {
 }
 
 // rssBeyondGuest sums the resident memory of every mapping of pid except
-// the guest RAM mapping (the anonymous mapping of guestSize bytes).
+// the guest RAM mapping (the anonymous mapping of guestSize bytes), and
+// logs the largest contributors.
 func rssBeyondGuest(b *testing.B, pid int, guestSize int64) int64 {
 	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/smaps")
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer f.Close()
+	type mapping struct {
+		name string
+		rss  int64
+	}
+	var maps []mapping
 	var total int64
 	skip := false
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		line := sc.Text()
-		fields := strings.Fields(line)
+		fields := strings.Fields(sc.Text())
 		if len(fields) > 0 && strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":") {
 			r := strings.SplitN(fields[0], "-", 2)
 			lo, _ := strconv.ParseUint(r[0], 16, 64)
 			hi, _ := strconv.ParseUint(r[1], 16, 64)
 			skip = int64(hi-lo) == guestSize
+			name := "[anon]"
+			if len(fields) >= 6 {
+				name = fields[5]
+			}
+			maps = append(maps, mapping{name: fmt.Sprintf("%s %s %dK", fields[0], name, (hi-lo)>>10)})
 			continue
 		}
-		if !skip && len(fields) >= 2 && fields[0] == "Rss:" {
+		if !skip && len(fields) >= 2 && fields[0] == "Rss:" && len(maps) > 0 {
 			kb, _ := strconv.ParseInt(fields[1], 10, 64)
+			maps[len(maps)-1].rss = kb << 10
 			total += kb << 10
 		}
+	}
+	sort.Slice(maps, func(i, j int) bool { return maps[i].rss > maps[j].rss })
+	for i := 0; i < len(maps) && i < 8; i++ {
+		b.Logf("rss %6d KiB  %s", maps[i].rss>>10, maps[i].name)
 	}
 	return total
 }
