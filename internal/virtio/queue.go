@@ -1,6 +1,7 @@
 package virtio
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -231,8 +232,8 @@ func (q *Queue) AddUsed(mem *memory.Guest, headIndex uint16, length uint32) erro
 	if err != nil {
 		return err
 	}
-	putU32(b[0:4], uint32(headIndex))
-	putU32(b[4:8], length)
+	binary.LittleEndian.PutUint32(b[0:4], uint32(headIndex))
+	binary.LittleEndian.PutUint32(b[4:8], length)
 	q.nextUsed++
 	q.numAdded++
 	return q.usedIdx.store(mem, q.nextUsed)
@@ -257,9 +258,4 @@ func (q *Queue) NeedsNotification(mem *memory.Guest) bool {
 	}
 	newIdx := q.nextUsed
 	return newIdx-ev-1 < added
-}
-
-func putU32(b []byte, v uint32) {
-	_ = b[3]
-	b[0], b[1], b[2], b[3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
 }
