@@ -18,9 +18,9 @@ type Interrupt interface {
 // Firecracker's VirtioDevice trait, except that the transport owns the
 // queues until activation and negotiates features itself.
 //
-// The transport serialises its calls (one at a time, under its lock), but
-// they may come from any vCPU goroutine while the device's own goroutines
-// run: a device synchronises its state with them.
+// The transport serialises its calls (one at a time, under its lock),
+// except QueueNotify, but they may come from any vCPU goroutine while the
+// device's own goroutines run: a device synchronises its state with them.
 type Device interface {
 	// DeviceType is the virtio device ID.
 	DeviceType() DeviceType

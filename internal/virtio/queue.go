@@ -245,11 +245,11 @@ func (q *Queue) AddUsed(mem *memory.Guest, headIndex uint16, length uint32) erro
 // VIRTQ_AVAIL_F_NO_INTERRUPT); with it, true when used_event falls among
 // the indices just published (virtio 1.x §2.7.10, vring_need_event).
 func (q *Queue) NeedsNotification(mem *memory.Guest) bool {
-	if !q.EventIdx {
-		return true
-	}
 	added := q.numAdded
 	q.numAdded = 0
+	if !q.EventIdx || !q.initialized {
+		return true
+	}
 	// usedIdx was stored atomically and this load is atomic too, so the
 	// driver cannot miss both our index and our reading of its used_event.
 	ev, err := q.usedEvent.load(mem)
