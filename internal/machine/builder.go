@@ -16,6 +16,7 @@ import (
 	"github.com/squib-vmm/squib/internal/loader"
 	"github.com/squib-vmm/squib/internal/logger"
 	"github.com/squib-vmm/squib/internal/memory"
+	"github.com/squib-vmm/squib/internal/ratelimit"
 	"github.com/squib-vmm/squib/internal/vmm"
 )
 
@@ -211,6 +212,19 @@ func (m *Machine) create(res *vmm.Resources) error {
 	return nil
 }
 
+// serialLimiter returns the output limiter of PUT /serial's rate_limiter.
+// It returns a plain nil when nothing is limited: a nil *ByteLimiter in the
+// interface would be called, and crash, on every output byte.
+func serialLimiter(s *vmm.Serial) legacy.OutputLimiter {
+	if s == nil {
+		return nil
+	}
+	if b := ratelimit.BucketFromConfig(s.RateLimiter); b != nil {
+		return ratelimit.NewByteLimiter(b)
+	}
+	return nil
+}
+
 // setupDevices puts the legacy devices on the port-I/O bus (and the boot
 // timer on the MMIO bus) with their interrupts.
 func (m *Machine) setupDevices(b *Builder, res *vmm.Resources, opts vmm.BuildOptions, start boottimer.Timestamp) error {
@@ -236,7 +250,7 @@ func (m *Machine) setupDevices(b *Builder, res *vmm.Resources, opts vmm.BuildOpt
 		m.serialOut = f
 		out, in = f, nil // with a path, stdin is not attached
 	}
-	if m.serial, err = legacy.NewSerial(legacy.SerialConfig{Interrupt: serialIRQ, Out: out}); err != nil {
+	if m.serial, err = legacy.NewSerial(legacy.SerialConfig{Interrupt: serialIRQ, Out: out, Limiter: serialLimiter(res.Serial)}); err != nil {
 		return err
 	}
 	if in != nil {

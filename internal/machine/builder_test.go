@@ -60,3 +60,33 @@ func TestBuildRejectsANonKernel(t *testing.T) {
 		t.Fatalf("Build = %v", err)
 	}
 }
+
+// TestSerialLimiter: PUT /serial's rate_limiter becomes a byte limiter that
+// drops output beyond its bucket, and no limiter at all (a plain nil, so the
+// serial skips it) when it limits nothing.
+func TestSerialLimiter(t *testing.T) {
+	u := func(v uint64) *uint64 { return &v }
+	for _, s := range []*vmm.Serial{
+		nil,
+		{},
+		{RateLimiter: &vmm.TokenBucket{Size: u(0), RefillTime: u(1000)}},
+		{RateLimiter: &vmm.TokenBucket{Size: u(4), RefillTime: u(0)}},
+	} {
+		if l := serialLimiter(s); l != nil {
+			t.Errorf("serialLimiter(%+v) = %#v, want nil", s, l)
+		}
+	}
+	l := serialLimiter(&vmm.Serial{RateLimiter: &vmm.TokenBucket{Size: u(4), OneTimeBurst: u(2), RefillTime: u(1_000_000)}})
+	if l == nil {
+		t.Fatal("no limiter for an enabled bucket")
+	}
+	n := 0
+	for range 100 {
+		if l.AllowBytes(1) {
+			n++
+		}
+	}
+	if n != 6 {
+		t.Fatalf("%d bytes allowed, want size 4 + burst 2", n)
+	}
+}

@@ -40,6 +40,7 @@ type Machine struct {
 	serialOut *os.File
 	i8042     *legacy.I8042
 	rtc       *legacy.RTC
+	virtio    []virtioSlot
 
 	vcpus []*vcpu
 	wg    sync.WaitGroup
@@ -182,6 +183,7 @@ func (m *Machine) release() {
 	m.cond.Broadcast()
 	m.mu.Unlock()
 	m.wg.Wait()
+	m.resetVirtio()
 	if m.serial != nil {
 		m.serial.Flush(defaultFlushTimeout)
 		m.serial.Close()

@@ -150,9 +150,7 @@ func satAdd(a, b uint64) uint64 {
 // refilling it from elapsed time only when it falls short. A request larger
 // than the bucket size empties the budget and returns OverConsumption with
 // the number of tokens taken beyond it (excess); it is up to the caller to
-// make the user wait excess/size*refill_time. Failure takes nothing from
-// the budget, but a burst partly spent on the request stays spent, as in
-// Firecracker.
+// make the user wait excess/size*refill_time. Failure takes nothing.
 func (b *TokenBucket) Reduce(tokens uint64) (r Reduction, excess uint64) {
 	if b.burst > 0 {
 		if b.burst >= tokens {
