@@ -17,6 +17,7 @@ import (
 	"github.com/squib-vmm/squib/internal/logger"
 	"github.com/squib-vmm/squib/internal/memory"
 	"github.com/squib-vmm/squib/internal/ratelimit"
+	"github.com/squib-vmm/squib/internal/virtio/rng"
 	"github.com/squib-vmm/squib/internal/vmm"
 )
 
@@ -100,8 +101,6 @@ func unsupported(res *vmm.Resources) string {
 		return "vsock"
 	case res.Balloon != nil:
 		return "balloon"
-	case res.Entropy != nil:
-		return "entropy"
 	case len(res.Pmem) > 0:
 		return "pmem"
 	case res.Hotplug != nil:
@@ -273,6 +272,17 @@ func (m *Machine) setupDevices(b *Builder, res *vmm.Resources, opts vmm.BuildOpt
 			return err
 		}
 	}
+	// Virtio devices, in Firecracker's attach order (balloon, block, net,
+	// pmem, vsock, entropy, virtio-mem); only entropy exists so far.
+	if res.Entropy != nil {
+		var lim rng.Limiter
+		if l := ratelimit.FromConfig(res.Entropy.RateLimiter); l != nil {
+			lim = ratelimit.DeviceLimiter{L: l}
+		}
+		if err := m.attachVirtio(rng.New(lim)); err != nil {
+			return fmt.Errorf("Could not create Entropy device: %s", err)
+		}
+	}
 	if opts.BootTimer {
 		if err := m.mmio.Insert(boottimer.New(start), boottimer.Base, boottimer.Size); err != nil {
 			return err
@@ -321,6 +331,10 @@ func (m *Machine) loadGuest(res *vmm.Resources, opts vmm.BuildOptions) error {
 			return startErr("Invalid kernel command line: %s", err)
 		}
 	}
+	virtioDevs, err := m.announceVirtio(cmdline)
+	if err != nil {
+		return startErr("Invalid kernel command line: %s", err)
+	}
 	cmdSize, err := loader.LoadCmdline(m.mem, x86.CmdlineStart, cmdline)
 	if err != nil {
 		return startErr("Invalid kernel command line: %s", err)
@@ -331,7 +345,7 @@ func (m *Machine) loadGuest(res *vmm.Resources, opts vmm.BuildOptions) error {
 	if err != nil {
 		return startErr("Cannot write the MP table: %s", err)
 	}
-	if err := x86.WriteACPITables(m.mem, mpEnd, x86.ACPIConfig{CPUCount: n}); err != nil {
+	if err := x86.WriteACPITables(m.mem, mpEnd, x86.ACPIConfig{CPUCount: n, VirtioMMIO: virtioDevs}); err != nil {
 		return startErr("Cannot write the ACPI tables: %s", err)
 	}
 	if k.PVHEntry != 0 {

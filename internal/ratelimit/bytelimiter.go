@@ -30,3 +30,22 @@ func (l *ByteLimiter) AllowBytes(n int) bool {
 
 // Bucket returns the underlying bucket.
 func (l *ByteLimiter) Bucket() *TokenBucket { return l.b }
+
+// DeviceLimiter adapts a RateLimiter to the interface virtio devices take
+// (ConsumeBytes/ConsumeOps/Retry, and refunds of a half-granted request).
+type DeviceLimiter struct{ L *RateLimiter }
+
+// ConsumeBytes takes n byte tokens.
+func (d DeviceLimiter) ConsumeBytes(n uint64) bool { return d.L.Consume(n, Bytes) }
+
+// ConsumeOps takes n operation tokens.
+func (d DeviceLimiter) ConsumeOps(n uint64) bool { return d.L.Consume(n, Ops) }
+
+// Retry fires when it is worth trying again.
+func (d DeviceLimiter) Retry() <-chan struct{} { return d.L.Unblocked() }
+
+// RefundOps gives back n operation tokens.
+func (d DeviceLimiter) RefundOps(n uint64) { d.L.ManualReplenish(n, Ops) }
+
+// RefundBytes gives back n byte tokens.
+func (d DeviceLimiter) RefundBytes(n uint64) { d.L.ManualReplenish(n, Bytes) }

@@ -273,18 +273,18 @@ func (w *worker) process() {
 			w.m.EntropyEventFails.Inc()
 			log.RateLimited(&rlChain).Errorf("entropy: Could not parse descriptor chain: %v", err)
 			// Hand the chain back empty so the driver can reuse it; an
-			// out-of-range head cannot be returned, and is dropped.
-			if err := w.q.AddUsed(w.mem, ce.Head, 0); err != nil {
-				log.RateLimited(&rlUsed).Errorf("entropy: Could not add used descriptor to queue: %v", err)
-				w.m.EntropyEventFails.Inc()
-				continue
+			// out-of-range head cannot be returned, and is dropped (the
+			// failure is counted already).
+			if w.q.AddUsed(w.mem, ce.Head, 0) == nil {
+				usedAny = true
 			}
-			usedAny = true
 			continue
 		}
 		if c == nil {
 			break
 		}
+		// Counted per pop, as in Firecracker: a throttled chain counts
+		// again when it is retried.
 		w.m.EntropyEventCount.Inc()
 		n, ok := w.serve(c)
 		if !ok {
