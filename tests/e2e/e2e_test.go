@@ -254,19 +254,35 @@ func fact(t *testing.T, c *console, key string) string {
 type bootResult struct {
 	s    *squib
 	code int
+	hung bool // the guest did not finish in time and squib was killed
 }
+
+// sandboxHang bounds one boot in sandbox mode, where a guest normally
+// powers off within 20 s: past it the boot counts as hung (see boot).
+const sandboxHang = 120 * time.Second
 
 func bootOnce(t *testing.T, g guest, extra ...string) bootResult {
 	s := start(t, append([]string{"--no-api", "--config-file", g.config(t)}, extra...)...)
-	return bootResult{s: s, code: s.wait(bootTimeout)}
+	limit := bootTimeout
+	if os.Getenv("SQUIB_TEST_MODE") == "sandbox" {
+		limit = sandboxHang
+	}
+	select {
+	case <-s.exited:
+		return bootResult{s: s, code: s.wait(time.Second)}
+	case <-time.After(limit):
+		s.cmd.Process.Kill()
+		<-s.exited
+		return bootResult{s: s, code: -1, hung: true}
+	}
 }
 
-// nestedFlake reports a guest crash of the kind the nested sandbox (KVM in
-// a guest of QEMU's software CPU) produces now and then with any VMM: a
-// triple fault or an emulation failure in L1's KVM.
+// nestedFlake reports a guest failure of the kinds the nested sandbox (KVM
+// in a guest of QEMU's software CPU) produces now and then: a triple fault
+// or an emulation failure in L1's KVM, or a boot that makes no progress.
 func nestedFlake(r bootResult) bool {
 	log := r.s.log()
-	return r.code != 0 && (strings.Contains(log, "KVM_EXIT_SHUTDOWN") || strings.Contains(log, "KVM_EXIT_INTERNAL_ERROR"))
+	return r.hung || r.code != 0 && (strings.Contains(log, "KVM_EXIT_SHUTDOWN") || strings.Contains(log, "KVM_EXIT_INTERNAL_ERROR"))
 }
 
 // boot boots g, retrying (at most twice, only in sandbox mode, and only for
@@ -279,7 +295,11 @@ func boot(t *testing.T, g guest, extra ...string) bootResult {
 		if attempt == 3 || os.Getenv("SQUIB_TEST_MODE") != "sandbox" || !nestedFlake(r) {
 			return r
 		}
-		t.Logf("attempt %d: the guest crashed under nested virtualization (exit %d); retrying. Log:\n%s\nConsole:\n%s", attempt, r.code, r.s.log(), r.s.console.text())
+		what := fmt.Sprintf("crashed (exit %d)", r.code)
+		if r.hung {
+			what = fmt.Sprintf("made no progress in %v", sandboxHang)
+		}
+		t.Logf("attempt %d: the guest %s under nested virtualization; retrying. Log:\n%s\nConsole:\n%s", attempt, what, r.s.log(), r.s.console.text())
 	}
 }
 
