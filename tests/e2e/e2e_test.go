@@ -325,8 +325,9 @@ func TestBootMatrix(t *testing.T) {
 	// Firecracker's (and squib's) maximum, 32 vCPUs, runs on request
 	// (tests/sandbox/run.sh -run TestBootMatrix -args -squib.maxvcpus): in
 	// the nested sandbox an application processor of such a guest
-	// triple-faults in about half the boots (cause not yet known: the
-	// emulated SVM or squib), which would make CI a coin toss.
+	// triple-faults in about half the boots, while QEMU microvm boots the
+	// same guest there reliably, so squib is the likely culprit. Until it is
+	// found this would make CI a coin toss.
 	if *maxVCPUs {
 		cases = append(cases, struct {
 			name   string
