@@ -164,12 +164,7 @@ func (m *Machine) HotplugStatus() (vmm.MemoryHotplugStatus, error) {
 func (m *Machine) Stop() {
 	m.stopOnce.Do(func() {
 		m.exitWith(0)
-		for _, v := range m.vcpus {
-			v.stop()
-		}
-		m.Resume()
-		m.wg.Wait()
-		m.release()
+		m.release() // stops and waits for the vCPUs first
 	})
 }
 

@@ -512,8 +512,7 @@ func (c *Controller) mmdsData(req Request) error {
 		err = c.opts.Hooks.Mmds.Patch(req.Body.([]byte))
 	}
 	if err != nil {
-		status, msg := mmds.FaultMessage(err)
-		return &Error{Msg: msg, TooLarge: status == 413}
+		return mmdsError(err)
 	}
 	return nil
 }

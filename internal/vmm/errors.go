@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/squib-vmm/squib/internal/logger"
+	"github.com/squib-vmm/squib/internal/mmds"
 )
 
 // Phase errors, verbatim from Firecracker (clients compare them).
@@ -69,3 +70,10 @@ var (
 // such file or directory (os error 2)"): Firecracker's messages embed that
 // form and clients match on it.
 func OSErrorText(err error) string { return logger.OSErrorText(err) }
+
+// mmdsError turns an MMDS store or configuration error into the API's
+// error, keeping Firecracker's 413 for the size limit.
+func mmdsError(err error) *Error {
+	status, msg := mmds.FaultMessage(err)
+	return &Error{Msg: msg, TooLarge: status == 413}
+}

@@ -440,8 +440,7 @@ func (r *Resources) SetMmdsConfig(c MmdsConfig) error {
 		known[i] = *n.Config.IfaceID
 	}
 	if err := c.storeConfig().Validate(known); err != nil {
-		status, msg := mmds.FaultMessage(err)
-		return &Error{Msg: msg, TooLarge: status == 413}
+		return mmdsError(err)
 	}
 	c.NetworkInterfaces = slices.Clone(c.NetworkInterfaces)
 	r.Mmds = &c

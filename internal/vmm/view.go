@@ -35,7 +35,7 @@ type View struct {
 	VM VM
 }
 
-// Version is GET /version's answer.
+// versionJSON is GET /version's answer, rendered once.
 var versionJSON = mustMarshal(map[string]string{"firecracker_version": FirecrackerVersion})
 
 // VersionJSON returns GET /version's answer.
