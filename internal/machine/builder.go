@@ -93,14 +93,6 @@ func (b *Builder) openKVM() (*kvm.System, error) {
 // InstanceStart fails clearly instead of booting a guest without them.
 func unsupported(res *vmm.Resources) string {
 	switch {
-	case len(res.Drives) > 0:
-		return "block devices (drives)"
-	case len(res.Nets) > 0:
-		return "network interfaces"
-	case res.Vsock != nil:
-		return "vsock"
-	case res.Balloon != nil:
-		return "balloon"
 	case len(res.Pmem) > 0:
 		return "pmem"
 	case res.Hotplug != nil:
@@ -273,7 +265,10 @@ func (m *Machine) setupDevices(b *Builder, res *vmm.Resources, opts vmm.BuildOpt
 		}
 	}
 	// Virtio devices, in Firecracker's attach order (balloon, block, net,
-	// pmem, vsock, entropy, virtio-mem); only entropy exists so far.
+	// pmem, vsock, entropy, virtio-mem).
+	if err := m.attachDevices(res, opts); err != nil {
+		return err
+	}
 	if res.Entropy != nil {
 		var lim rng.Limiter
 		if l := ratelimit.FromConfig(res.Entropy.RateLimiter); l != nil {
@@ -330,6 +325,9 @@ func (m *Machine) loadGuest(res *vmm.Resources, opts vmm.BuildOptions) error {
 		if err := cmdline.InsertStr("pci=off"); err != nil {
 			return startErr("Invalid kernel command line: %s", err)
 		}
+	}
+	if err := rootArgs(cmdline, res); err != nil {
+		return startErr("Invalid kernel command line: %s", err)
 	}
 	virtioDevs, err := m.announceVirtio(cmdline)
 	if err != nil {

@@ -39,12 +39,12 @@ func TestBuildWithoutKVM(t *testing.T) {
 // attach yet fail InstanceStart clearly instead of being left out.
 func TestBuildRefusesDevicesItCannotAttach(t *testing.T) {
 	res := resources(t)
-	amount, deflate := uint32(1), false
-	if err := res.SetBalloon(vmm.Balloon{AmountMib: &amount, DeflateOnOOM: &deflate}); err != nil {
+	total := uint32(1024)
+	if err := res.SetHotplug(vmm.MemoryHotplugConfig{TotalSizeMib: &total}); err != nil {
 		t.Fatal(err)
 	}
 	_, err := (&Builder{}).Build(context.Background(), res, vmm.BuildOptions{})
-	if err == nil || !strings.Contains(err.Error(), "squib cannot attach balloon yet") {
+	if err == nil || !strings.Contains(err.Error(), "squib cannot attach memory hot-plug yet") {
 		t.Fatalf("Build = %v", err)
 	}
 }

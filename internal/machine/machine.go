@@ -14,6 +14,10 @@ import (
 	"github.com/squib-vmm/squib/internal/loader"
 	"github.com/squib-vmm/squib/internal/logger"
 	"github.com/squib-vmm/squib/internal/memory"
+	"github.com/squib-vmm/squib/internal/mmds"
+	"github.com/squib-vmm/squib/internal/virtio/balloon"
+	vnet "github.com/squib-vmm/squib/internal/virtio/net"
+	"github.com/squib-vmm/squib/internal/virtio/vsock"
 	"github.com/squib-vmm/squib/internal/vmm"
 )
 
@@ -41,6 +45,16 @@ type Machine struct {
 	i8042     *legacy.I8042
 	rtc       *legacy.RTC
 	virtio    []virtioSlot
+
+	// The virtio devices by kind, for the API's updates; closers release
+	// their host resources after the vCPUs and workers stopped.
+	balloon     *balloon.Device
+	guestMemMib uint64
+	drives      []driveSlot
+	nets        []*vnet.Device
+	vsock       *vsock.Device
+	mmds        *mmds.Service
+	closers     []func() error
 
 	vcpus []*vcpu
 	wg    sync.WaitGroup
@@ -118,31 +132,8 @@ func (m *Machine) Resume() error {
 // SendCtrlAltDel injects Ctrl+Alt+Del through the i8042.
 func (m *Machine) SendCtrlAltDel() error { return m.i8042.SendCtrlAltDel() }
 
-// UpdateDrive implements vmm.VM; block devices arrive with the virtio work.
-func (m *Machine) UpdateDrive(string, *string, *vmm.RateLimiter) error { return errUnsupported }
-
-// UpdateNet implements vmm.VM.
-func (m *Machine) UpdateNet(string, *vmm.RateLimiter, *vmm.RateLimiter) error { return errUnsupported }
-
 // UpdatePmem implements vmm.VM.
 func (m *Machine) UpdatePmem(string, *vmm.RateLimiter) error { return errUnsupported }
-
-// UpdateBalloon implements vmm.VM.
-func (m *Machine) UpdateBalloon(uint32) error { return errUnsupported }
-
-// UpdateBalloonStatsInterval implements vmm.VM.
-func (m *Machine) UpdateBalloonStatsInterval(uint16) error { return errUnsupported }
-
-// StartHinting implements vmm.VM.
-func (m *Machine) StartHinting(vmm.BalloonStartCmd) error { return errUnsupported }
-
-// HintingStatus implements vmm.VM.
-func (m *Machine) HintingStatus() (vmm.HintingStatus, error) {
-	return vmm.HintingStatus{}, errUnsupported
-}
-
-// StopHinting implements vmm.VM.
-func (m *Machine) StopHinting() error { return errUnsupported }
 
 // UpdateHotplugMemory implements vmm.VM.
 func (m *Machine) UpdateHotplugMemory(uint32) error { return errUnsupported }
@@ -151,9 +142,6 @@ func (m *Machine) UpdateHotplugMemory(uint32) error { return errUnsupported }
 func (m *Machine) CreateSnapshot(context.Context, *vmm.SnapshotCreateParams) error {
 	return errors.New("Cannot save the microVM state: snapshots are not available in this build of squib yet")
 }
-
-// BalloonStats implements vmm.VM.
-func (m *Machine) BalloonStats() (vmm.BalloonStats, error) { return vmm.BalloonStats{}, errUnsupported }
 
 // HotplugStatus implements vmm.VM.
 func (m *Machine) HotplugStatus() (vmm.MemoryHotplugStatus, error) {
@@ -179,6 +167,9 @@ func (m *Machine) release() {
 	m.mu.Unlock()
 	m.wg.Wait()
 	m.resetVirtio()
+	for _, c := range m.closers {
+		c()
+	}
 	if m.serial != nil {
 		m.serial.Flush(defaultFlushTimeout)
 		m.serial.Close()

@@ -14,6 +14,7 @@ type virtioSlot struct {
 	transport *mmio.Transport
 	base      uint64
 	gsi       uint32
+	events    []*queueEvent
 }
 
 // attachVirtio places dev on the MMIO bus at the next virtio-mmio window
@@ -35,10 +36,15 @@ func (m *Machine) attachVirtio(dev virtio.Device) error {
 	if err != nil {
 		return err
 	}
-	if err := m.mmio.Insert(t, base, mmio.Size); err != nil {
+	evs, err := m.wireQueueEvents(t, base)
+	if err != nil {
 		return err
 	}
-	m.virtio = append(m.virtio, virtioSlot{transport: t, base: base, gsi: gsi})
+	if err := m.mmio.Insert(t, base, mmio.Size); err != nil {
+		closeQueueEvents(evs)
+		return err
+	}
+	m.virtio = append(m.virtio, virtioSlot{transport: t, base: base, gsi: gsi, events: evs})
 	return nil
 }
 
@@ -57,9 +63,10 @@ func (m *Machine) announceVirtio(cmdline *loader.Cmdline) ([]x86.MMIODevice, err
 	return out, nil
 }
 
-// resetVirtio stops every virtio device's worker.
+// resetVirtio stops every virtio device's doorbells and worker.
 func (m *Machine) resetVirtio() {
 	for _, s := range m.virtio {
+		closeQueueEvents(s.events)
 		s.transport.Device().Reset()
 	}
 }

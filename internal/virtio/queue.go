@@ -221,6 +221,18 @@ func (q *Queue) EnableNotification(mem *memory.Guest) error {
 // bytes written into it, and publishes the new used index (an atomic store,
 // so the entry is visible first: release).
 func (q *Queue) AddUsed(mem *memory.Guest, headIndex uint16, length uint32) error {
+	if err := q.AddUsedDeferred(mem, headIndex, length); err != nil {
+		return err
+	}
+	return q.PublishUsed(mem)
+}
+
+// AddUsedDeferred writes a used entry like AddUsed but leaves the used
+// index alone, so that several entries become visible to the driver at
+// once with PublishUsed. virtio-net needs that for a frame spread over
+// several buffers (MRG_RXBUF): Linux drops a frame whose buffers it finds
+// only partly used.
+func (q *Queue) AddUsedDeferred(mem *memory.Guest, headIndex uint16, length uint32) error {
 	if !q.initialized {
 		return ErrQueueNotInitialized
 	}
@@ -236,6 +248,15 @@ func (q *Queue) AddUsed(mem *memory.Guest, headIndex uint16, length uint32) erro
 	binary.LittleEndian.PutUint32(b[4:8], length)
 	q.nextUsed++
 	q.numAdded++
+	return nil
+}
+
+// PublishUsed makes every used entry added so far visible to the driver
+// (release store of the used index).
+func (q *Queue) PublishUsed(mem *memory.Guest) error {
+	if !q.initialized {
+		return ErrQueueNotInitialized
+	}
 	return q.usedIdx.store(mem, q.nextUsed)
 }
 

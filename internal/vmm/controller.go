@@ -285,7 +285,7 @@ func (c *Controller) executePreboot(ctx context.Context, req Request) (Result, e
 }
 
 func (c *Controller) buildOptions() BuildOptions {
-	return BuildOptions{InstanceID: c.opts.InstanceID, EnablePCI: c.opts.EnablePCI, BootTimer: c.opts.BootTimer}
+	return BuildOptions{InstanceID: c.opts.InstanceID, EnablePCI: c.opts.EnablePCI, BootTimer: c.opts.BootTimer, Mmds: c.opts.Hooks.Mmds}
 }
 
 // start boots the VM from the resources. A failure is not fatal: the

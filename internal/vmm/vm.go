@@ -1,6 +1,10 @@
 package vmm
 
-import "context"
+import (
+	"context"
+
+	"github.com/squib-vmm/squib/internal/mmds"
+)
 
 // Builder turns configured resources into a running VM. The production
 // builder (builder.go) drives KVM; tests substitute their own.
@@ -18,6 +22,9 @@ type BuildOptions struct {
 	InstanceID string
 	EnablePCI  bool
 	BootTimer  bool
+	// Mmds is the process's MMDS data store, which the network interfaces
+	// named in mmds-config serve to the guest; nil when there is none.
+	Mmds *mmds.Store
 }
 
 // VM is a started microVM, as the controller sees it. Its methods are

@@ -81,6 +81,13 @@ func (c *console) close() {
 // waitLine waits for a line with the prefix and returns it.
 func (c *console) waitLine(t *testing.T, prefix string, timeout time.Duration) string {
 	t.Helper()
+	return c.waitMatch(t, prefix, func(string) bool { return true }, timeout)
+}
+
+// waitMatch waits for a line holding prefix whose text from the prefix on
+// satisfies ok, and returns that text.
+func (c *console) waitMatch(t *testing.T, prefix string, ok func(string) bool, timeout time.Duration) string {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	timer := time.AfterFunc(timeout, func() { c.mu.Lock(); c.cond.Broadcast(); c.mu.Unlock() })
 	defer timer.Stop()
@@ -88,7 +95,7 @@ func (c *console) waitLine(t *testing.T, prefix string, timeout time.Duration) s
 	defer c.mu.Unlock()
 	for {
 		for _, l := range c.lines {
-			if i := strings.Index(l, prefix); i >= 0 {
+			if i := strings.Index(l, prefix); i >= 0 && ok(l[i:]) {
 				return l[i:]
 			}
 		}
@@ -119,13 +126,21 @@ type squib struct {
 
 func start(t *testing.T, args ...string) *squib {
 	t.Helper()
+	return startWrapped(t, nil, args...)
+}
+
+// startWrapped starts squib as the last argument of the wrap command line
+// (e.g. a shell that sets up a network namespace, then execs squib).
+func startWrapped(t *testing.T, wrap []string, args ...string) *squib {
+	t.Helper()
 	dir := t.TempDir()
 	s := &squib{t: t, console: newConsole(), dir: dir, sock: filepath.Join(dir, "api.sock"), logPath: filepath.Join(dir, "squib.log"), exited: make(chan struct{})}
 	full := append([]string{"--log-path", s.logPath, "--level", "Debug"}, args...)
 	if !contains(args, "--no-api") {
 		full = append(full, "--api-sock", s.sock)
 	}
-	s.cmd = exec.Command(env(t, "SQUIB_BIN"), full...)
+	argv := append(append(append([]string{}, wrap...), env(t, "SQUIB_BIN")), full...)
+	s.cmd = exec.Command(argv[0], argv[1:]...)
 	s.cmd.Stdout = s.console
 	s.cmd.Stderr = s.console
 	if err := s.cmd.Start(); err != nil {
@@ -211,6 +226,9 @@ type guest struct {
 	memMiB  int
 	args    string
 	entropy bool // attach a virtio entropy device
+	// extra holds more top-level sections of the config file (drives,
+	// network-interfaces, vsock, balloon, mmds-config...).
+	extra map[string]any
 }
 
 func (g guest) config(t *testing.T) string { return g.configTB(t) }
@@ -232,6 +250,9 @@ func (g guest) configTB(t testing.TB) string {
 	}
 	if g.entropy {
 		cfg["entropy"] = map[string]any{}
+	}
+	for k, v := range g.extra {
+		cfg[k] = v
 	}
 	b, _ := json.Marshal(cfg)
 	p := filepath.Join(t.TempDir(), "vm.json")

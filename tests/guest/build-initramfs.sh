@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the test guest's initramfs: static busybox, tests/guest/init as /init,
-# tests/guest/tests/*.sh as /tests/, and the virtio and ext4 modules of the
+# tests/guest/tests/*.sh as /tests/, tests/guest/tool as /bin/squib-guest-tool, and the virtio and ext4 modules of the
 # Debian kernel that tests/sandbox/fetch-kernel.sh fetches (the guest kernel is
 # that same kernel: its virtio drivers and ext4 are modules, not built in).
 #
@@ -33,6 +33,10 @@ mkdir -p "$ROOT/tests"
 for t in "$GUEST_DIR"/tests/*.sh; do
 	[ -e "$t" ] && install -m 755 "$t" "$ROOT/tests/"
 done
+# AF_VSOCK and bulk I/O helpers (busybox has neither); -buildid= keeps the
+# image reproducible
+(cd "$REPO_ROOT" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w -buildid=' \
+	-o "$ROOT/bin/squib-guest-tool" ./tests/guest/tool) || die "go build of the guest tool failed"
 
 pack_cpio "$ROOT" | gzip -9n >"$OUT.tmp"
 # same bytes: keep the old file and its mtime, so builds that depend on it

@@ -16,6 +16,7 @@
 #   /guest/vmlinuz                 SQUIB_GUEST_KERNEL   (bzImage)
 #   /guest/vmlinux                 SQUIB_GUEST_VMLINUX  (ELF)
 #   /guest/initramfs.cpio.gz       SQUIB_GUEST_INITRD
+#   /guest/disk.ext4               SQUIB_GUEST_DISK     (8 MiB ext4 holding hello.txt)
 #   /usr/bin/squib-guest           squib-guest.sh (what demo.sh runs)
 #   /usr/bin/qemu-guest            qemu-guest.sh and QEMU, with SQUIB_L1_QEMU=1
 #
@@ -49,7 +50,8 @@ if [ $stale = 1 ]; then
 	R=$D/base-root
 	rm -rf "$R"
 	make_busybox_root "$R"
-	stage_modules "$R" irqbypass ccp kvm kvm_amd tun
+	# loop and ext4: tests mount the guest's drive images to check its writes
+	stage_modules "$R" irqbypass ccp kvm kvm_amd tun loop ext4 crc32c_generic
 	install -m 755 "$SANDBOX_DIR/l1/init" "$R/init"
 	install -m 755 "$SANDBOX_DIR/l1/run-tests.sh" "$R/run-tests.sh"
 	install -m 755 "$SANDBOX_DIR/squib-guest.sh" "$R/usr/bin/squib-guest"
@@ -57,12 +59,19 @@ if [ $stale = 1 ]; then
 	cp "$SQUIB_KERNEL_VMLINUZ" "$R/guest/vmlinuz"
 	cp "$SQUIB_KERNEL_VMLINUX" "$R/guest/vmlinux"
 	cp "$GUEST_INITRD" "$R/guest/initramfs.cpio.gz"
+	# an ext4 drive image for the block tests: small, it is copied per test
+	mkdir -p "$D/disk"
+	echo "squib test disk" >"$D/disk/hello.txt"
+	rm -f "$R/guest/disk.ext4"
+	mkfs.ext4 -q -F -b 4096 -d "$D/disk" -L squibtest "$R/guest/disk.ext4" 8M >/dev/null ||
+		die "mkfs.ext4 of the guest drive image failed"
 	cat >"$R/etc/squib.env" <<-EOF
 		export SQUIB_TEST_MODE=sandbox
 		export SQUIB_BIN=/usr/bin/squib
 		export SQUIB_GUEST_KERNEL=/guest/vmlinuz
 		export SQUIB_GUEST_VMLINUX=/guest/vmlinux
 		export SQUIB_GUEST_INITRD=/guest/initramfs.cpio.gz
+		export SQUIB_GUEST_DISK=/guest/disk.ext4
 		export SQUIB_GUEST_KERNEL_VERSION=$SQUIB_KERNEL_VERSION
 	EOF
 	pack_cpio "$R" >"$BASE.tmp"

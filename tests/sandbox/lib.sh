@@ -16,7 +16,7 @@ CACHE=$(cd "$CACHE" && pwd)
 
 # Host packages every script may need. One list, one apt-get call: a fresh CI
 # machine then pays for a single `apt-get update`.
-HOST_PACKAGES=(qemu-system-x86 busybox-static cpio xz-utils)
+HOST_PACKAGES=(qemu-system-x86 busybox-static cpio xz-utils e2fsprogs)
 
 log() { echo "sandbox: $*" >&2; }
 die() {

@@ -1,0 +1,675 @@
+package vsock
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/squib-vmm/squib/internal/logger"
+	"github.com/squib-vmm/squib/internal/memory"
+	"github.com/squib-vmm/squib/internal/metrics"
+	"github.com/squib-vmm/squib/internal/virtio"
+)
+
+const (
+	// ID is the device's identifier in Firecracker (VSOCK_DEV_ID).
+	ID = "vsock"
+	// QueueSize is the size of each of the three queues.
+	QueueSize = virtio.MaxQueueSize
+	// EventTransportReset is VIRTIO_VSOCK_EVENT_TRANSPORT_RESET.
+	EventTransportReset = 0
+)
+
+// Queue indices.
+const (
+	rxQ = 0
+	txQ = 1
+	evQ = 2
+)
+
+// availFeatures: VERSION_1, IN_ORDER (the device uses buffers in the order
+// it pops them) and EVENT_IDX, as Firecracker offers.
+const availFeatures = 1<<virtio.FeatureVersion1 | 1<<virtio.FeatureInOrder | 1<<virtio.FeatureEventIdx
+
+const (
+	debugLevel = logger.Debug
+	pollIn     = unix.POLLIN
+	pollOut    = unix.POLLOUT
+)
+
+var (
+	// The worker stands in for Firecracker's VMM thread.
+	log = logger.For("main", "devices/virtio/vsock")
+
+	// Guest- or client-triggerable messages are rate-limited.
+	rlQueue, rlPkt, rlConn, rlHost, rlIRQ logger.RateLimiter
+
+	// ErrNotActivated is returned by SendTransportReset before activation
+	// or after Reset.
+	ErrNotActivated = errors.New("vsock: device not activated")
+	// ErrClosed is returned by Activate after Close.
+	ErrClosed = errors.New("vsock: device closed")
+)
+
+// Config configures a vsock device.
+type Config struct {
+	// GuestCID is the guest's context ID (guest_cid), exposed in the
+	// configuration space.
+	GuestCID uint32
+	// UDSPath is the host socket path (uds_path); guest connections to
+	// host port P go to the Unix socket "<UDSPath>_P".
+	UDSPath string
+	// Listener is bound at UDSPath (at PUT /vsock); host clients connect
+	// to it. The device owns it from New on and closes it in Close.
+	Listener *net.UnixListener
+}
+
+// Device is the virtio-vsock device with its Unix-socket backend. It
+// implements virtio.Device; a transport drives it.
+type Device struct {
+	cid     uint64
+	udsPath string
+	ln      *net.UnixListener
+	m       *metrics.VsockMetrics
+
+	acked atomic.Uint64
+
+	// mu serialises Activate, Reset and Close.
+	mu     sync.Mutex
+	closed bool
+	// w is the running worker, nil while inactive; atomic so QueueNotify
+	// never waits behind a Reset.
+	w atomic.Pointer[worker]
+}
+
+// New returns an inactive vsock device. It takes ownership of
+// cfg.Listener, which must be set.
+func New(cfg Config) (*Device, error) {
+	if cfg.Listener == nil {
+		return nil, errors.New("vsock: no listener")
+	}
+	return &Device{
+		cid:     uint64(cfg.GuestCID),
+		udsPath: cfg.UDSPath,
+		ln:      cfg.Listener,
+		m:       &metrics.Default.Vsock,
+	}, nil
+}
+
+// CID returns the guest CID.
+func (d *Device) CID() uint64 { return d.cid }
+
+// UDSPath returns the host socket path.
+func (d *Device) UDSPath() string { return d.udsPath }
+
+// DeviceType implements virtio.Device: TypeVsock.
+func (d *Device) DeviceType() virtio.DeviceType { return virtio.TypeVsock }
+
+// AvailableFeatures implements virtio.Device.
+func (d *Device) AvailableFeatures() uint64 { return availFeatures }
+
+// AckFeatures implements virtio.Device.
+func (d *Device) AckFeatures(features uint64) { d.acked.Store(features) }
+
+// AckedFeatures returns the features the driver acknowledged.
+func (d *Device) AckedFeatures() uint64 { return d.acked.Load() }
+
+// ReadConfig implements virtio.Device: the configuration space is
+// guest_cid, a little-endian u64.
+func (d *Device) ReadConfig(offset uint64, data []byte) {
+	var cfg [8]byte
+	binary.LittleEndian.PutUint64(cfg[:], d.cid)
+	virtio.ReadConfigBytes(cfg[:], offset, data)
+}
+
+// WriteConfig implements virtio.Device: the space is read-only, so a
+// write is counted as a failure and dropped, as in Firecracker.
+func (d *Device) WriteConfig(offset uint64, data []byte) {
+	d.m.CfgFails.Inc()
+	log.RateLimited(&rlQueue).Warnf("vsock: guest driver attempted to write device config (offset=%#x, len=%#x)", offset, len(data))
+}
+
+// QueueMaxSizes implements virtio.Device: rx, tx and event queues.
+func (d *Device) QueueMaxSizes() []uint16 { return []uint16{QueueSize, QueueSize, QueueSize} }
+
+// Activated reports whether the device is active.
+func (d *Device) Activated() bool { return d.w.Load() != nil }
+
+// Activate implements virtio.Device: it starts the worker, which owns the
+// queues and connections, and starts accepting host connections.
+func (d *Device) Activate(mem *memory.Guest, queues []*virtio.Queue, interrupt virtio.Interrupt) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var err error
+	switch {
+	case d.closed:
+		err = ErrClosed
+	case d.w.Load() != nil:
+		err = errors.New("vsock: device already activated")
+	case mem == nil || interrupt == nil:
+		err = errors.New("vsock: activation without memory or interrupt")
+	case len(queues) != 3 || queues[0] == nil || queues[1] == nil || queues[2] == nil:
+		err = fmt.Errorf("vsock: activation with %d queues, want 3", len(queues))
+	case d.ln.SetDeadline(time.Time{}) != nil:
+		// A previous Reset stopped Accept with a past deadline.
+		err = errors.New("vsock: listener unusable")
+	}
+	if err != nil {
+		d.m.ActivateFails.Inc()
+		return err
+	}
+	w := newWorker(d.cid, d.udsPath, d.m, mem, queues, interrupt)
+	d.w.Store(w)
+	w.wg.Add(2)
+	go w.run()
+	go w.acceptLoop(d.ln)
+	return nil
+}
+
+// QueueNotify implements virtio.Device: it records the kick and wakes the
+// worker without blocking.
+func (d *Device) QueueNotify(index int) {
+	w := d.w.Load()
+	if w == nil || index < 0 || index > evQ {
+		return
+	}
+	w.kicks.Or(1 << index)
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Reset implements virtio.Device: it stops the worker and the accept loop,
+// closes every host connection (established or still sending its CONNECT
+// line) and waits for all the device's goroutines. The listener stays
+// open for the next activation.
+func (d *Device) Reset() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if w := d.w.Swap(nil); w != nil {
+		w.shutdown(d.ln)
+	}
+	d.acked.Store(0)
+	return nil
+}
+
+// Close resets the device and closes the listener, which unlinks its
+// socket file. The device cannot be activated again.
+func (d *Device) Close() error {
+	d.Reset()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	return d.ln.Close()
+}
+
+// SendTransportReset places a VIRTIO_VSOCK_EVENT_TRANSPORT_RESET on the
+// event queue and interrupts the guest, which then drops its connections
+// and re-reads the CID (done when a snapshot is taken). Until the guest
+// kicks the event queue, nothing more is delivered on the RX queue.
+func (d *Device) SendTransportReset() error {
+	var err error
+	if cerr := d.call(func(w *worker) { err = w.sendTransportReset() }); cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// call runs f on the worker goroutine and waits for it.
+func (d *Device) call(f func(*worker)) error {
+	w := d.w.Load()
+	if w == nil {
+		return ErrNotActivated
+	}
+	done := make(chan struct{})
+	select {
+	case w.calls <- func(w *worker) { f(w); close(done) }:
+	case <-w.done:
+		return ErrNotActivated
+	}
+	select {
+	case <-done:
+		return nil
+	case <-w.done:
+		// The worker may have run f just before it stopped.
+		select {
+		case <-done:
+			return nil
+		default:
+			return ErrNotActivated
+		}
+	}
+}
+
+// worker owns everything between Activate and Reset: the queues (not safe
+// for concurrent use), the muxer and its connections. Other goroutines
+// reach it through channels:
+//   - waiters (one per connection and direction, at most) report socket
+//     readiness on events;
+//   - the accept loop and its handshake goroutines hand over host
+//     connections whose CONNECT line is read on hostConns;
+//   - Device methods send closures on calls.
+//
+// All sends select on stop as well, so nothing blocks once Reset begins,
+// and every channel is unbuffered or bounded: a sender waits for the
+// worker rather than queueing without limit.
+type worker struct {
+	m         *metrics.VsockMetrics
+	mem       *memory.Guest
+	rxq       *virtio.Queue
+	txq       *virtio.Queue
+	evq       *virtio.Queue
+	irq       virtio.Interrupt
+	mux       *muxer
+	eventWait bool // a transport reset awaits the guest's ack: RX is gated
+
+	kicks     atomic.Uint32 // queues kicked since the worker last looked
+	wake      chan struct{} // capacity 1: a pending kick
+	events    chan connEvent
+	hostConns chan hostConn
+	calls     chan func(*worker)
+	stop      chan struct{} // closed by Reset
+	done      chan struct{} // closed when run returns
+	wg        sync.WaitGroup
+
+	timer   *time.Timer // fires at the next kill time
+	timerAt time.Time   // when timer is set to fire; zero if stopped
+
+	nconns     atomic.Int32 // connections, for the accept loop's limit
+	handshakes handshakes
+}
+
+// hostConn is a host client that sent a valid CONNECT line.
+type hostConn struct {
+	s    *net.UnixConn
+	port uint32
+}
+
+func newWorker(cid uint64, udsPath string, m *metrics.VsockMetrics, mem *memory.Guest, queues []*virtio.Queue, irq virtio.Interrupt) *worker {
+	w := &worker{
+		m: m, mem: mem, irq: irq,
+		rxq: queues[rxQ], txq: queues[txQ], evq: queues[evQ],
+		wake:      make(chan struct{}, 1),
+		events:    make(chan connEvent),
+		hostConns: make(chan hostConn),
+		calls:     make(chan func(*worker)),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
+		timer:     time.NewTimer(time.Hour),
+	}
+	w.timer.Stop()
+	w.mux = newMuxer(cid, udsPath, m, w.events, w.stop, &w.wg)
+	w.mux.nconns = func(n int) { w.nconns.Store(int32(n)) }
+	return w
+}
+
+// shutdown stops the worker and every goroutine it started, closing all
+// host connections.
+func (w *worker) shutdown(ln *net.UnixListener) {
+	close(w.stop)
+	// Wake Accept; Activate clears the deadline again.
+	ln.SetDeadline(time.Unix(1, 0))
+	w.handshakes.closeAll()
+	w.wg.Wait()
+}
+
+func (w *worker) stopping() bool {
+	select {
+	case <-w.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+func (w *worker) run() {
+	defer w.wg.Done()
+	defer close(w.done)
+	defer w.mux.closeAll()
+	defer w.timer.Stop()
+	for {
+		// Reset comes first, whatever else is ready.
+		if w.stopping() {
+			return
+		}
+		select {
+		case <-w.stop:
+			return
+		case <-w.wake:
+			w.handleKicks()
+		case ev := <-w.events:
+			w.mux.handleEvent(ev)
+			w.afterBackend()
+		case h := <-w.hostConns:
+			w.mux.addHostConn(h.s, h.port)
+			w.afterBackend()
+		case f := <-w.calls:
+			f(w)
+		case <-w.timer.C:
+			w.timerAt = time.Time{}
+			w.mux.sweepKillq()
+			w.afterBackend()
+		}
+		w.armTimer()
+	}
+}
+
+// armTimer points the timer at the earliest kill time, so that request
+// and shutdown timeouts fire on time (Firecracker only sweeps its kill
+// queue when a connection is added).
+func (w *worker) armTimer() {
+	at, ok := w.mux.nextKill()
+	if !ok {
+		if !w.timerAt.IsZero() {
+			w.timer.Stop()
+			w.timerAt = time.Time{}
+		}
+		return
+	}
+	if at.Equal(w.timerAt) {
+		return
+	}
+	w.timerAt = at
+	// The queue pops strictly after the kill time.
+	w.timer.Reset(time.Until(at) + time.Millisecond)
+}
+
+// handleKicks serves the queue notifications, as Firecracker's handlers
+// for the event, TX and RX queue events do.
+func (w *worker) handleKicks() {
+	bits := w.kicks.Swap(0)
+	var irq [3]bool
+	if bits&(1<<evQ) != 0 {
+		// The guest's event-queue kick acknowledges a transport reset:
+		// lift the RX gate.
+		w.eventWait = false
+		if w.mux.hasPendingRx() {
+			irq[rxQ] = w.processRx() || irq[rxQ]
+		}
+	}
+	if bits&(1<<txQ) != 0 {
+		irq[txQ] = w.processTx()
+		w.m.TxQueueEventCount.Inc()
+		// TX may have produced replies (RESPONSE, RST...).
+		if w.mux.hasPendingRx() {
+			irq[rxQ] = w.processRx() || irq[rxQ]
+		}
+	}
+	if bits&(1<<rxQ) != 0 && w.mux.hasPendingRx() {
+		irq[rxQ] = w.processRx() || irq[rxQ]
+		w.m.RxQueueEventCount.Inc()
+	}
+	w.signal(irq)
+}
+
+// afterBackend runs after a connection or timer event, as Firecracker's
+// notify_backend: pick up TX the backend may now take, then deliver RX.
+func (w *worker) afterBackend() {
+	var irq [3]bool
+	irq[txQ] = w.processTx()
+	if w.mux.hasPendingRx() {
+		irq[rxQ] = w.processRx()
+	}
+	w.signal(irq)
+}
+
+func (w *worker) signal(irq [3]bool) {
+	for i, need := range irq {
+		if !need {
+			continue
+		}
+		if err := w.irq.TriggerQueue(i); err != nil {
+			log.RateLimited(&rlIRQ).Errorf("vsock: Could not trigger device interrupt: %v", err)
+		}
+	}
+}
+
+// popChain pops the next chain of q, returning malformed chains to the
+// driver with length 0. It returns nil when there is nothing (more) to
+// process; a corrupt ring counts in fails.
+func (w *worker) popChain(q *virtio.Queue, fails *metrics.IncMetric, what string, used *bool) *virtio.DescriptorChain {
+	for !w.stopping() {
+		c, err := q.PopOrEnableNotification(w.mem)
+		if err == nil {
+			return c
+		}
+		var ce *virtio.ChainError
+		if !errors.As(err, &ce) {
+			// The avail ring itself is corrupt: nothing sensible to
+			// pop until the driver resets the device.
+			log.RateLimited(&rlQueue).Errorf("vsock: %s queue: %v", what, err)
+			fails.Inc()
+			return nil
+		}
+		log.RateLimited(&rlQueue).Warnf("vsock: %s queue: %v", what, err)
+		if err := q.AddUsed(w.mem, ce.Head, 0); err != nil {
+			log.RateLimited(&rlQueue).Errorf("vsock: Failed to add used descriptor %d: %v", ce.Head, err)
+			continue
+		}
+		*used = true
+	}
+	return nil
+}
+
+// processRx fills the guest's RX buffers with what the muxer has to say
+// (Firecracker's process_rx) and reports whether to interrupt.
+func (w *worker) processRx() bool {
+	if w.eventWait {
+		return false
+	}
+	used := false
+	for {
+		c := w.popChain(w.rxq, &w.m.RxQueueEventFails, "RX", &used)
+		if c == nil {
+			break
+		}
+		var n uint32
+		p, err := parseRx(c)
+		if err != nil {
+			log.RateLimited(&rlQueue).Warnf("vsock: RX queue error: %v. Discarding the package.", err)
+		} else {
+			err := w.mux.recvPkt(&p)
+			if err == errNoData {
+				w.rxq.UndoPop()
+				break
+			}
+			if err != nil {
+				log.RateLimited(&rlQueue).Errorf("vsock: error receiving packet from backend: %v", err)
+				w.rxq.UndoPop()
+				break
+			}
+			if err := p.commitHdr(); err != nil {
+				log.RateLimited(&rlQueue).Warnf("vsock: Error writing packet header to guest memory: %v. Discarding the package.", err)
+			} else {
+				n = HdrSize + p.hdr.Len
+			}
+		}
+		if err := w.rxq.AddUsed(w.mem, c.Head, n); err != nil {
+			log.RateLimited(&rlQueue).Errorf("vsock: Failed to add used descriptor %d: %v", c.Head, err)
+			break
+		}
+		used = true
+	}
+	return used && w.rxq.NeedsNotification(w.mem)
+}
+
+// processTx hands every packet on the TX queue to the muxer (Firecracker's
+// process_tx); each chain goes back with length 0.
+func (w *worker) processTx() bool {
+	used := false
+	for {
+		c := w.popChain(w.txq, &w.m.TxQueueEventFails, "TX", &used)
+		if c == nil {
+			break
+		}
+		if p, err := parseTx(c); err != nil {
+			log.RateLimited(&rlQueue).Errorf("vsock: error reading TX packet: %v", err)
+		} else {
+			w.mux.sendPkt(&p)
+		}
+		if err := w.txq.AddUsed(w.mem, c.Head, 0); err != nil {
+			log.RateLimited(&rlQueue).Errorf("vsock: Failed to add used descriptor %d: %v", c.Head, err)
+			break
+		}
+		used = true
+	}
+	return used && w.txq.NeedsNotification(w.mem)
+}
+
+// sendTransportReset puts the reset event in the guest's next event
+// buffer, gates RX until the guest acknowledges it, and interrupts.
+func (w *worker) sendTransportReset() error {
+	c, err := w.evq.Pop(w.mem)
+	if err != nil {
+		w.m.EvQueueEventFails.Inc()
+		var ce *virtio.ChainError
+		if errors.As(err, &ce) {
+			if uerr := w.evq.AddUsed(w.mem, ce.Head, 0); uerr == nil {
+				w.irq.TriggerQueue(evQ)
+			}
+		}
+		return fmt.Errorf("vsock: event queue: %w", err)
+	}
+	if c == nil {
+		w.m.EvQueueEventFails.Inc()
+		return errEmptyEventQueue
+	}
+	var ev [4]byte
+	binary.LittleEndian.PutUint32(ev[:], EventTransportReset)
+	wr := c.Writer()
+	if _, err := wr.Write(ev[:]); err != nil {
+		log.Errorf("vsock: Failed to write virtio vsock reset event: %v", err)
+	}
+	if err := w.evq.AddUsed(w.mem, c.Head, uint32(wr.Written())); err != nil {
+		log.Errorf("vsock: Failed to add used descriptor %d: %v", c.Head, err)
+	}
+	// The driver refills the event queue after consuming the event; make
+	// sure that kick is not suppressed (EVENT_IDX), since it is the ack.
+	if err := w.evq.EnableNotification(w.mem); err != nil {
+		log.Errorf("vsock: event queue: %v", err)
+	}
+	w.eventWait = true
+	return w.irq.TriggerQueue(evQ)
+}
+
+// acceptLoop accepts host clients and starts a handshake goroutine for
+// each, until Reset.
+func (w *worker) acceptLoop(ln *net.UnixListener) {
+	defer w.wg.Done()
+	var backoff *time.Timer
+	for {
+		s, err := ln.AcceptUnix()
+		if w.stopping() {
+			if s != nil {
+				s.Close()
+			}
+			return
+		}
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			w.m.MuxerEventFails.Inc()
+			log.RateLimited(&rlHost).Warnf("vsock: unable to accept local connection: %v", err)
+			// Out of fds, say: do not spin.
+			if backoff == nil {
+				backoff = time.NewTimer(10 * time.Millisecond)
+			} else {
+				backoff.Reset(10 * time.Millisecond)
+			}
+			select {
+			case <-backoff.C:
+			case <-w.stop:
+				return
+			}
+			continue
+		}
+		if w.nconns.Load() >= MaxConnections {
+			log.RateLimited(&rlHost).Warnf("vsock: connection limit reached; refusing new host connection")
+			s.Close()
+			continue
+		}
+		if !w.handshakes.add(s) {
+			s.Close()
+			continue
+		}
+		w.wg.Add(1)
+		go w.handshake(s)
+	}
+}
+
+// handshake reads a client's CONNECT line and hands the connection to the
+// worker.
+func (w *worker) handshake(s *net.UnixConn) {
+	defer w.wg.Done()
+	port, err := readConnectPort(s)
+	if !w.handshakes.remove(s) {
+		return // Reset closed it
+	}
+	if err != nil {
+		log.RateLimited(&rlHost).Infof("vsock: error adding local-init connection: %v", err)
+		s.Close()
+		return
+	}
+	select {
+	case w.hostConns <- hostConn{s: s, port: port}:
+	case <-w.stop:
+		s.Close()
+	}
+}
+
+// maxHandshakes bounds the clients that have connected but not yet sent
+// their CONNECT line (each holds a goroutine and an fd).
+const maxHandshakes = MaxConnections
+
+// handshakes tracks connections whose CONNECT line is being read, so that
+// Reset can close them.
+type handshakes struct {
+	mu     sync.Mutex
+	m      map[*net.UnixConn]struct{}
+	closed bool
+}
+
+func (h *handshakes) add(s *net.UnixConn) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed || len(h.m) >= maxHandshakes {
+		return false
+	}
+	if h.m == nil {
+		h.m = make(map[*net.UnixConn]struct{})
+	}
+	h.m[s] = struct{}{}
+	return true
+}
+
+// remove reports whether s was still tracked (not closed by closeAll).
+func (h *handshakes) remove(s *net.UnixConn) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.m[s]; !ok {
+		return false
+	}
+	delete(h.m, s)
+	return true
+}
+
+func (h *handshakes) closeAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	for s := range h.m {
+		s.Close()
+	}
+	clear(h.m)
+}
