@@ -8,5 +8,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-3}
-SQUIB_L1_QEMU=1 SQUIB_TEST_PKG=./tests/e2e exec bash tests/sandbox/run.sh \
-	-run '^$' -bench 'Benchmark(Block|Net)(Squib|QEMU|RateLimit)$' -benchtime "${n}x"
+SQUIB_SANDBOX_TIMEOUT=${SQUIB_SANDBOX_TIMEOUT:-2400} SQUIB_L1_QEMU=1 SQUIB_TEST_PKG=./tests/e2e exec bash tests/sandbox/run.sh \
+	-run '^$' -bench 'Benchmark(Block|Net)(Squib|QEMU|RateLimit)(4K)?$' -benchtime "${n}x"

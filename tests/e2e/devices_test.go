@@ -320,3 +320,38 @@ func TestBalloon(t *testing.T) {
 		t.Errorf("squib exit code %d", code)
 	}
 }
+
+// TestDrivePatch: PATCH /drives/{id} after boot swaps the backing file and
+// the guest sees the new capacity (config-change interrupt); a rate-limiter
+// PATCH is accepted on the running drive.
+func TestDrivePatch(t *testing.T) {
+	dir := t.TempDir()
+	small, big := filepath.Join(dir, "small.img"), filepath.Join(dir, "big.img")
+	if err := os.WriteFile(small, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(big, make([]byte, 3<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g := guest{kernel: env(t, "SQUIB_GUEST_VMLINUX"), vcpus: 1, memMiB: 128,
+		args:  "squib.modules=virtio_mmio,virtio_blk squib.test=blockresize",
+		extra: map[string]any{"drives": []any{map[string]any{"drive_id": "data", "path_on_host": small, "is_root_device": false}}}}
+	s := start(t, "--config-file", g.config(t))
+	c := s.console
+	c.waitLine(t, "SQUIB-BLOCK-SIZE=2048", bootTimeout)
+	if code, body := s.api("PATCH", "/drives/data", `{"drive_id":"data","rate_limiter":{"bandwidth":{"size":1048576,"refill_time":100}}}`); code != 204 {
+		t.Fatalf("PATCH rate_limiter: %d %s", code, body)
+	}
+	if code, body := s.api("PATCH", "/drives/data", `{"drive_id":"data","path_on_host":"`+big+`"}`); code != 204 {
+		t.Fatalf("PATCH path_on_host: %d %s", code, body)
+	}
+	// the configuration reports the new file and limiter
+	if code, body := s.api("GET", "/vm/config", ""); code != 200 || !strings.Contains(body, big) || !strings.Contains(body, `"refill_time":100`) {
+		t.Errorf("GET /vm/config after the PATCHes: %d %s", code, body)
+	}
+	c.waitLine(t, "SQUIB-BLOCK-SIZE=6144", 2*time.Minute)
+	c.waitLine(t, "SQUIB-TEST-RESULT=blockresize rc=0", bootTimeout)
+	if code := s.wait(bootTimeout); code != 0 {
+		t.Errorf("squib exit code %d", code)
+	}
+}
