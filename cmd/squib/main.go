@@ -6,8 +6,9 @@ import (
 	"os"
 
 	"github.com/squib-vmm/squib/internal/app"
+	"github.com/squib-vmm/squib/internal/seccomp"
 )
 
 func main() {
-	os.Exit(app.Main(os.Args[1:], app.Env{Stdout: os.Stdout, Stderr: os.Stderr}))
+	os.Exit(app.Main(os.Args[1:], app.Env{Stdout: os.Stdout, Stderr: os.Stderr, InstallSeccomp: seccomp.Install}))
 }

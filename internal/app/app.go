@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/go-json-experiment/json/jsontext"
 	"github.com/squib-vmm/squib/internal/api"
 	"github.com/squib-vmm/squib/internal/cli"
@@ -19,6 +21,7 @@ import (
 	"github.com/squib-vmm/squib/internal/machine"
 	"github.com/squib-vmm/squib/internal/metrics"
 	"github.com/squib-vmm/squib/internal/mmds"
+	"github.com/squib-vmm/squib/internal/seccomp"
 	"github.com/squib-vmm/squib/internal/vmm"
 )
 
@@ -32,6 +35,11 @@ type Env struct {
 	Signals <-chan os.Signal
 	// Ready, if set, is called with the API socket path once it serves.
 	Ready func(sock string)
+	// InstallSeccomp installs the process's seccomp filter (the program
+	// --seccomp-filter or the default compiles to); the command sets it to
+	// seccomp.Install. Nil skips installation: in-process tests must not
+	// filter the test binary itself.
+	InstallSeccomp func(prog []unix.SockFilter) error
 }
 
 // exitError carries an exit code and the message printed as "Error: ...".
@@ -111,7 +119,8 @@ func run(argv []string, env Env, log logger.Handle) (int, error) {
 		}
 	}
 
-	if err := checkSeccompFlags(args, log); err != nil {
+	seccompProg, err := seccompProgram(args)
+	if err != nil {
 		return 0, err
 	}
 
@@ -189,6 +198,15 @@ func run(argv []string, env Env, log logger.Handle) (int, error) {
 	defer cancel()
 	go ctrl.Run(ctx)
 
+	// The filter goes on once everything squib reads at start-up is read,
+	// before any request is served or any guest configured (Firecracker
+	// installs its VMM filter at the same point of its start-up).
+	if seccompProg != nil && env.InstallSeccomp != nil {
+		if err := env.InstallSeccomp(seccompProg); err != nil {
+			return 0, &exitError{ExitGenericError, "Seccomp error: Failed to install the seccomp filter: " + err.Error()}
+		}
+	}
+
 	var srv *api.Server
 	if !args.Flag("no-api") {
 		sock, _ := args.Value("api-sock")
@@ -200,7 +218,9 @@ func run(argv []string, env Env, log logger.Handle) (int, error) {
 		srv = api.New(ctrl, api.Options{MaxPayload: int64(payload), Mmds: store})
 		go srv.Serve(l)
 		defer srv.Shutdown(context.Background())
-		recordStartup(startUS, startCPUUS, parentCPUUS)
+		_, haveStart := args.Value("start-time-us")
+		_, haveCPU := args.Value("start-time-cpu-us")
+		recordStartup(haveStart, haveCPU, startUS, startCPUUS, parentCPUUS)
 		log.Infof("API server started.")
 		if env.Ready != nil {
 			env.Ready(sock)
@@ -308,26 +328,28 @@ func applyMetricsConfig(c vmm.MetricsConfig) error {
 	return nil
 }
 
-// checkSeccompFlags validates --seccomp-filter. The filter is compiled and
-// installed by the seccomp package; until it lands squib runs unfiltered
-// and says so.
-func checkSeccompFlags(args *cli.Args, log logger.Handle) error {
-	path, ok := args.Value("seccomp-filter")
-	if !ok {
-		if !args.Flag("no-seccomp") {
-			log.Warnf("Seccomp filtering is not available in this build of squib; running without a filter.")
+// seccompProgram compiles the process's seccomp filter: the one in
+// --seccomp-filter (Firecracker's seccompiler JSON), else squib's default;
+// nil with --no-seccomp.
+func seccompProgram(args *cli.Args) ([]unix.SockFilter, error) {
+	if args.Flag("no-seccomp") {
+		return nil, nil
+	}
+	f := seccomp.Default()
+	if path, ok := args.Value("seccomp-filter"); ok {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, &exitError{ExitGenericError, "Seccomp error: Failed to open seccomp filter file " + path + ": " + logger.OSErrorText(err)}
 		}
-		return nil
+		if f, err = seccomp.Parse(data); err != nil {
+			return nil, &exitError{ExitGenericError, "Seccomp error: " + path + ": " + err.Error()}
+		}
 	}
-	data, err := os.ReadFile(path)
+	prog, err := f.Compile()
 	if err != nil {
-		return &exitError{ExitGenericError, "Seccomp error: Failed to open seccomp filter file " + path + ": " + logger.OSErrorText(err)}
+		return nil, &exitError{ExitGenericError, "Seccomp error: " + err.Error()}
 	}
-	if v := jsontext.Value(data); !v.IsValid() || v.Kind() != '{' {
-		return &exitError{ExitGenericError, "Seccomp error: " + path + " is not a seccomp filter in Firecracker's JSON format."}
-	}
-	log.Warnf("Seccomp filtering is not available in this build of squib; the filter in %s is not installed.", path)
-	return nil
+	return prog, nil
 }
 
 func parseSize(args *cli.Args, name string, def uint64) (uint64, error) {
@@ -394,14 +416,17 @@ func listen(path string) (net.Listener, error) {
 	return l, nil
 }
 
-func recordStartup(startUS, startCPUUS, parentCPUUS uint64) {
-	if startUS != 0 {
+func recordStartup(haveStart, haveCPU bool, startUS, startCPUUS, parentCPUUS uint64) {
+	if haveStart {
 		now := uint64(monotonicNowUS())
 		if now > startUS {
 			metrics.Default.APIServer.ProcessStartupTimeUS.Store(now - startUS)
 		}
 	}
-	if startCPUUS != 0 {
+	// Keyed on the flag's presence, not its value: a jailer that starts
+	// squib in a new PID namespace passes 0 (the new process's CPU clock
+	// starts there), as Firecracker's does.
+	if haveCPU {
 		cpu := uint64(processCPUTimeUS())
 		if cpu+parentCPUUS > startCPUUS {
 			metrics.Default.APIServer.ProcessStartupTimeCPUUS.Store(cpu + parentCPUUS - startCPUUS)

@@ -8,7 +8,7 @@ import (
 	"github.com/squib-vmm/squib/internal/vmm"
 )
 
-func bucket(t *testing.T, c *fakeClock, size, burst, refillMs uint64) *TokenBucket {
+func bucket(t *testing.T, c *ManualClock, size, burst, refillMs uint64) *TokenBucket {
 	t.Helper()
 	b := NewTokenBucket(size, burst, refillMs)
 	if b == nil {
@@ -19,7 +19,7 @@ func bucket(t *testing.T, c *fakeClock, size, burst, refillMs uint64) *TokenBuck
 
 // Firecracker's test_token_bucket_auto_replenish_one, on a fake clock.
 func TestAutoReplenishOne(t *testing.T) {
-	c := &fakeClock{}
+	c := &ManualClock{}
 	b := bucket(t, c, 10, 0, 1000) // one token every 100 ms
 	b.Reduce(10)
 	for _, step := range []struct {
@@ -49,7 +49,7 @@ func TestAutoReplenishNoDrift(t *testing.T) {
 	for _, tc := range []struct{ size, refillMs uint64 }{
 		{1000, 1000}, {7, 3}, {1 << 40, 1}, {3, 1000}, {999_983, 7}, {math.MaxUint64, 1},
 	} {
-		c := &fakeClock{}
+		c := &ManualClock{}
 		b := bucket(t, c, tc.size, 0, tc.refillMs)
 		b.Reduce(tc.size)
 		total := time.Duration(tc.refillMs) * time.Millisecond
@@ -81,7 +81,7 @@ func TestAutoReplenishNoDrift(t *testing.T) {
 }
 
 func TestNewTokenBucket(t *testing.T) {
-	c := &fakeClock{now: 42}
+	c := &ManualClock{now: 42}
 	b := bucket(t, c, 1000, 0, 1000)
 	if b.Capacity() != 1000 || b.Budget() != 1000 || b.lastUpdate != 42 {
 		t.Fatalf("got capacity %d budget %d last %v", b.Capacity(), b.Budget(), b.lastUpdate)
@@ -106,7 +106,7 @@ func TestNewTokenBucket(t *testing.T) {
 
 // Firecracker's test_token_bucket_reduce.
 func TestReduce(t *testing.T) {
-	c := &fakeClock{}
+	c := &ManualClock{}
 	b := bucket(t, c, 1000, 0, 1000)
 	if r, _ := b.Reduce(123); r != Success || b.Budget() != 877 {
 		t.Fatalf("Reduce(123) = %v, budget %d", r, b.Budget())
@@ -148,7 +148,7 @@ func TestReduce(t *testing.T) {
 // The burst is spent before the budget, and a request it covers restarts
 // refill accounting.
 func TestReduceBurstEdges(t *testing.T) {
-	c := &fakeClock{}
+	c := &ManualClock{}
 	b := bucket(t, c, 100, 10, 1000)
 	if r, _ := b.Reduce(110); r != Success || b.OneTimeBurst() != 0 || b.Budget() != 0 {
 		t.Fatalf("Reduce(110) = %v, burst %d budget %d", r, b.OneTimeBurst(), b.Budget())
@@ -174,7 +174,7 @@ func TestReduceBurstEdges(t *testing.T) {
 }
 
 func TestForceReplenish(t *testing.T) {
-	c := &fakeClock{}
+	c := &ManualClock{}
 	b := bucket(t, c, 1000, 100, 1000)
 	b.Reduce(50)
 	b.ForceReplenish(500) // to the burst, capped at its initial value
@@ -227,7 +227,7 @@ func TestBucketConfig(t *testing.T) {
 }
 
 func TestBucketPersist(t *testing.T) {
-	c := &fakeClock{now: 5 * time.Second}
+	c := &ManualClock{now: 5 * time.Second}
 	b := bucket(t, c, 1000, 2000, 3000)
 	check := func() {
 		t.Helper()

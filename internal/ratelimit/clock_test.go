@@ -1,92 +1,48 @@
 package ratelimit
 
 import (
-	"sync"
+	"testing"
 	"time"
 )
 
-// fakeClock is a manual Clock: time moves only by Advance, which runs the
-// timers that fall due, in order, synchronously.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Duration
-	timers []*fakeTimer
-}
-
-type fakeTimer struct {
-	c      *fakeClock
-	when   time.Duration
-	active bool
-	f      func()
-}
-
-func (c *fakeClock) Now() time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) AfterFunc(d time.Duration, f func()) Timer {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &fakeTimer{c: c, when: c.now + d, active: true, f: f}
-	c.timers = append(c.timers, t)
-	return t
-}
-
-func (t *fakeTimer) Reset(d time.Duration) bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	was := t.active
-	t.when, t.active = t.c.now+d, true
-	return was
-}
-
-func (t *fakeTimer) Stop() bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	was := t.active
-	t.active = false
-	return was
-}
-
-// Advance moves time forward by d, firing due timers at their due time.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	end := c.now + d
-	c.mu.Unlock()
-	for {
-		c.mu.Lock()
-		var next *fakeTimer
-		for _, t := range c.timers {
-			if t.active && t.when <= end && (next == nil || t.when < next.when) {
-				next = t
-			}
-		}
-		if next == nil {
-			c.now = end
-			c.mu.Unlock()
-			return
-		}
-		if next.when > c.now {
-			c.now = next.when
-		}
-		next.active = false
-		c.mu.Unlock()
-		next.f()
+// TestManualClock: timers fire in due order, each seeing its own due time,
+// and a stopped timer does not fire.
+func TestManualClock(t *testing.T) {
+	c := &ManualClock{}
+	var got []time.Duration
+	rec := func() { got = append(got, c.Now()) }
+	c.AfterFunc(30*time.Millisecond, rec)
+	c.AfterFunc(10*time.Millisecond, rec)
+	stopped := c.AfterFunc(20*time.Millisecond, rec)
+	if !stopped.Stop() || stopped.Stop() {
+		t.Fatal("Stop reports the wrong armed state")
+	}
+	if due, ok := c.NextDue(); !ok || due != 10*time.Millisecond {
+		t.Fatalf("next due %v %v", due, ok)
+	}
+	c.Advance(25 * time.Millisecond)
+	c.Advance(25 * time.Millisecond)
+	if len(got) != 2 || got[0] != 10*time.Millisecond || got[1] != 30*time.Millisecond {
+		t.Fatalf("fired at %v", got)
+	}
+	if c.Now() != 50*time.Millisecond {
+		t.Fatalf("now %v", c.Now())
+	}
+	if _, ok := c.NextDue(); ok {
+		t.Fatal("a timer still armed")
 	}
 }
 
-// nextDue returns the earliest active timer's due time.
-func (c *fakeClock) nextDue() (time.Duration, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var due time.Duration
-	ok := false
-	for _, t := range c.timers {
-		if t.active && (!ok || t.when < due) {
-			due, ok = t.when, true
-		}
+// TestManualClockJump: the clock reads the end of the span when the due
+// timers run.
+func TestManualClockJump(t *testing.T) {
+	c := &ManualClock{}
+	var got []time.Duration
+	c.AfterFunc(10*time.Millisecond, func() { got = append(got, c.Now()) })
+	c.AfterFunc(20*time.Millisecond, func() { got = append(got, c.Now()) })
+	c.AfterFunc(90*time.Millisecond, func() { got = append(got, c.Now()) })
+	c.Jump(50 * time.Millisecond)
+	if len(got) != 2 || got[0] != 50*time.Millisecond || got[1] != 50*time.Millisecond {
+		t.Fatalf("fired at %v", got)
 	}
-	return due, ok
 }

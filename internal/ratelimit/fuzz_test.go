@@ -54,7 +54,7 @@ func FuzzBucket(f *testing.F) {
 	f.Add([]byte{1, 0, 4, 0, 0, 0, 1, 0, 3, 100, 100, 100, 100, 100, 100, 100, 100, 1, 3, 0, 0, 0, 0, 0, 0, 0, 1})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		in := fuzzInput(data)
-		c := &fakeClock{now: time.Duration(in.num() >> 1)}
+		c := &ManualClock{now: time.Duration(in.num() >> 1)}
 		newBucket := func() *TokenBucket {
 			b := NewTokenBucket(in.num(), in.num(), in.num())
 			if b != nil {
@@ -103,7 +103,7 @@ func FuzzBucket(f *testing.F) {
 					b = r
 				}
 			case 7:
-				if due, ok := c.nextDue(); ok && due > c.Now() {
+				if due, ok := c.NextDue(); ok && due > c.Now() {
 					c.Advance(due - c.Now())
 				}
 			case 8:
@@ -126,7 +126,7 @@ func FuzzBucket(f *testing.F) {
 			checkBucket(t, "bandwidth", l.bandwidth, now)
 			checkBucket(t, "ops", l.ops, now)
 			if l.IsBlocked() {
-				if due, ok := c.nextDue(); !ok || due > l.until {
+				if due, ok := c.NextDue(); !ok || due > l.until {
 					t.Fatalf("blocked until %v, wake-up %v %v", l.until, due, ok)
 				}
 			}

@@ -10,7 +10,7 @@ import (
 )
 
 // newLimiter is Firecracker's RateLimiter::new on a fake clock.
-func newLimiter(c *fakeClock, bwSize, bwBurst, bwRefill, opsSize, opsBurst, opsRefill uint64) *RateLimiter {
+func newLimiter(c *ManualClock, bwSize, bwBurst, bwRefill, opsSize, opsBurst, opsRefill uint64) *RateLimiter {
 	return New(NewTokenBucket(bwSize, bwBurst, bwRefill), NewTokenBucket(opsSize, opsBurst, opsRefill)).WithClock(c)
 }
 
@@ -45,7 +45,7 @@ func TestLimiterDefault(t *testing.T) {
 }
 
 func TestLimiterNew(t *testing.T) {
-	l := newLimiter(&fakeClock{}, 1000, 1001, 1002, 1003, 1004, 1005)
+	l := newLimiter(&ManualClock{}, 1000, 1001, 1002, 1003, 1004, 1005)
 	for _, tc := range []struct {
 		b                           *TokenBucket
 		size, burst, refill, budget uint64
@@ -57,7 +57,7 @@ func TestLimiterNew(t *testing.T) {
 }
 
 func TestLimiterManualReplenish(t *testing.T) {
-	l := newLimiter(&fakeClock{}, 1000, 0, 1000, 1000, 0, 1000)
+	l := newLimiter(&ManualClock{}, 1000, 0, 1000, 1000, 0, 1000)
 	for _, tt := range []TokenType{Bytes, Ops} {
 		if !l.Consume(123, tt) {
 			t.Fatal("Consume failed")
@@ -82,7 +82,7 @@ func TestLimiterBlocksAndUnblocks(t *testing.T) {
 		{"ops", 0, 1000, []TokenType{Ops}, []TokenType{Bytes}, true},
 		{"full", 1000, 1000, []TokenType{Ops, Bytes}, nil, true},
 	} {
-		c := &fakeClock{}
+		c := &ManualClock{}
 		l := newLimiter(c, tc.bw, 0, 1000, tc.ops, 0, 1000)
 		if l.IsBlocked() {
 			t.Fatalf("%s: blocked at start", tc.name)
@@ -126,7 +126,7 @@ func TestLimiterBlocksAndUnblocks(t *testing.T) {
 
 // Firecracker's test_rate_limiter_overconsumption.
 func TestLimiterOverConsumption(t *testing.T) {
-	c := &fakeClock{}
+	c := &ManualClock{}
 	l := newLimiter(c, 1000, 0, 1000, 1000, 0, 1000)
 	if !l.Consume(2500, Bytes) { // borrows 1.5 buckets
 		t.Fatal("over-consumption refused")
@@ -162,7 +162,7 @@ func TestLimiterOverConsumption(t *testing.T) {
 // Firecracker arms a 0 ms timer here, which disarms it and leaves the
 // limiter blocked for ever; squib does not block.
 func TestLimiterTinyOverConsumption(t *testing.T) {
-	c := &fakeClock{}
+	c := &ManualClock{}
 	l := newLimiter(c, 1000, 0, 1, 0, 0, 0)
 	if !l.Consume(1001, Bytes) || l.IsBlocked() {
 		t.Fatal("a sub-millisecond debt blocked")
@@ -176,7 +176,7 @@ func TestLimiterTinyOverConsumption(t *testing.T) {
 // A timer that runs before the deadline (or after a newer block) re-arms
 // instead of waking the device while it is still blocked.
 func TestLimiterEarlyTimer(t *testing.T) {
-	c := &fakeClock{}
+	c := &ManualClock{}
 	l := newLimiter(c, 10, 0, 1000, 0, 0, 0)
 	l.Consume(10, Bytes)
 	l.Consume(10, Bytes)
@@ -184,7 +184,7 @@ func TestLimiterEarlyTimer(t *testing.T) {
 	if woken(l) || !l.IsBlocked() {
 		t.Fatal("an early timer woke the device")
 	}
-	if due, ok := c.nextDue(); !ok || due != RefillTimerDuration {
+	if due, ok := c.NextDue(); !ok || due != RefillTimerDuration {
 		t.Fatalf("timer due %v %v", due, ok)
 	}
 	c.Advance(RefillTimerDuration)
@@ -196,7 +196,7 @@ func TestLimiterEarlyTimer(t *testing.T) {
 // Firecracker's test_update_buckets, through the API model as PATCH sends it.
 func TestLimiterUpdate(t *testing.T) {
 	u := func(v uint64) *uint64 { return &v }
-	c := &fakeClock{}
+	c := &ManualClock{}
 	l := newLimiter(c, 1000, 2000, 1000, 10, 20, 1000)
 	l.Consume(2500, Bytes)
 	bw, ops := l.bandwidth, l.ops
@@ -333,7 +333,7 @@ func TestByteLimiter(t *testing.T) {
 	if NewByteLimiter(nil) != nil {
 		t.Fatal("a nil bucket gave a limiter")
 	}
-	c := &fakeClock{}
+	c := &ManualClock{}
 	bl := NewByteLimiter(bucket(t, c, 4, 0, 1000))
 	if !bl.AllowBytes(4) || bl.AllowBytes(1024) || !bl.AllowBytes(0) {
 		t.Fatal("Firecracker's test_serial_out_write_over_budget")
@@ -354,7 +354,7 @@ func TestByteLimiter(t *testing.T) {
 // TestNoAllocs: the hot path must not allocate, failing and blocking
 // included once the timer exists.
 func TestNoAllocs(t *testing.T) {
-	c := &fakeClock{}
+	c := &ManualClock{}
 	l := newLimiter(c, 1<<20, 0, 1000, 1000, 0, 1000)
 	l.Consume(2<<20, Bytes) // create the timer
 	c.Advance(time.Hour)

@@ -29,7 +29,7 @@ func TestAchievedRate(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(1, 2))
-			c := &fakeClock{}
+			c := &ManualClock{}
 			l := New(NewTokenBucket(tc.bwSize, tc.burst, tc.bwRefill), NewTokenBucket(tc.opsSize, 0, tc.opsRefill)).WithClock(c)
 			const periods = 400
 			var bytes, ops uint64
@@ -52,7 +52,7 @@ func TestAchievedRate(t *testing.T) {
 					}
 					continue
 				}
-				due, armed := c.nextDue()
+				due, armed := c.NextDue()
 				if !armed {
 					t.Fatal("refused with no wake-up pending")
 				}
@@ -89,7 +89,7 @@ func TestAchievedRate(t *testing.T) {
 // TestAchievedRateBucket polls a bare bucket at high frequency for one token
 // at a time: the carried fractions keep the rate exact.
 func TestAchievedRateBucket(t *testing.T) {
-	c := &fakeClock{}
+	c := &ManualClock{}
 	b := bucket(t, c, 3, 0, 7) // 3 tokens per 7 ms: no whole ns per token
 	var got uint64
 	for c.Now() < time.Second {

@@ -22,4 +22,11 @@
 // device owns the queues: a Queue is not safe for concurrent use, so one
 // goroutine of the device pops, adds used entries and decides on
 // interrupts for it.
+//
+// The devices share their activation machinery: a Lifecycle holds the
+// acknowledged features and the running worker and implements the checks
+// and concurrency rules of Activate, QueueNotify and Reset; a Worker is
+// one activation's goroutines, kicks and stop signal, and its Pop is the
+// drain-loop pop with the common recovery from bad rings. Queue.Signal
+// raises a queue's interrupt when the driver wants it.
 package virtio

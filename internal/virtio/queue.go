@@ -280,3 +280,15 @@ func (q *Queue) NeedsNotification(mem *memory.Guest) bool {
 	newIdx := q.nextUsed
 	return newIdx-ev-1 < added
 }
+
+// Signal interrupts the driver for this queue (its index in the device)
+// if used entries were added since the last call (used) and the driver
+// wants to hear of them (NeedsNotification, which starts a new batch, so
+// it must not be asked when nothing was added). It returns the
+// interrupt's error, for the device to log and count.
+func (q *Queue) Signal(mem *memory.Guest, irq Interrupt, index int, used bool) error {
+	if !used || !q.NeedsNotification(mem) {
+		return nil
+	}
+	return irq.TriggerQueue(index)
+}

@@ -8,10 +8,12 @@
 #         when it has Go files, else the harness self-test
 #         ./tests/sandbox/selftest; SQUIB_TEST_PKG overrides), or "none"
 # Env: SQUIB_L1_QEMU=1 adds QEMU (about 30 MB) for qemu-guest.sh in L1.
+#      SQUIB_L1_STRACE=1 adds strace and its libraries (tools/seccomp/trace.sh).
 # Prints the initramfs path on stdout.
 #
 # Layout inside L1 (also in /etc/squib.env, which l1/init sources):
 #   /usr/bin/squib                 SQUIB_BIN
+#   /usr/bin/squib-jailer          SQUIB_JAILER
 #   /usr/bin/squib-tests.test      the test binary; /run-tests.sh runs it in /pkg
 #   /guest/vmlinuz                 SQUIB_GUEST_KERNEL   (bzImage)
 #   /guest/vmlinux                 SQUIB_GUEST_VMLINUX  (ELF)
@@ -68,6 +70,7 @@ if [ $stale = 1 ]; then
 	cat >"$R/etc/squib.env" <<-EOF
 		export SQUIB_TEST_MODE=sandbox
 		export SQUIB_BIN=/usr/bin/squib
+		export SQUIB_JAILER=/usr/bin/squib-jailer
 		export SQUIB_GUEST_KERNEL=/guest/vmlinuz
 		export SQUIB_GUEST_VMLINUX=/guest/vmlinux
 		export SQUIB_GUEST_INITRD=/guest/initramfs.cpio.gz
@@ -94,6 +97,7 @@ else
 	pkgdir=$(package_dir "$PKG")
 	[ -d "$pkgdir/testdata" ] && cp -r "$pkgdir/testdata" "$R/pkg/"
 fi
+(cd "$REPO_ROOT" && CGO_ENABLED=0 go build -o "$R/usr/bin/squib-jailer" ./cmd/squib-jailer) || die "go build failed"
 pack_cpio "$R" >"$D/go.cpio"
 rm -rf "$R"
 
@@ -122,6 +126,27 @@ if [ "${SQUIB_L1_QEMU:-0}" = 1 ]; then
 		rm -rf "$R"
 	fi
 	parts+=("$QC")
+fi
+
+# --- optional: strace, to trace squib in L1 (tools/seccomp/trace.sh) -------
+if [ "${SQUIB_L1_STRACE:-0}" = 1 ]; then
+	S=$(command -v strace) || die "strace is missing (apt-get install strace)"
+	SC=$D/strace.cpio
+	if [ ! -f "$SC" ] || [ "$S" -nt "$SC" ] || [ "$0" -nt "$SC" ]; then
+		log "building the L1 strace image part"
+		R=$D/strace-root
+		rm -rf "$R"
+		mkdir -p "$R/usr/bin"
+		cp "$S" "$R/usr/bin/"
+		# its shared libraries, the dynamic loader included (L1 has no libc)
+		for lib in $(ldd "$S" | grep -oE '/[^ ]+'); do
+			mkdir -p "$R$(dirname "$lib")"
+			cp -L "$lib" "$R$lib"
+		done
+		pack_cpio "$R" >"$SC"
+		rm -rf "$R"
+	fi
+	parts+=("$SC")
 fi
 
 OUT=$D/initramfs.cpio

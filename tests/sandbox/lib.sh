@@ -223,14 +223,20 @@ boot_l1() {
 	log "L1 command: $cmd"
 	t0=$EPOCHREALTIME
 	# Stall watchdog: the emulated SVM sometimes freezes L1 without a crash.
-	# When the console has been silent for SQUIB_SANDBOX_STALL seconds
-	# (default 120), L1 is stopped, which reads as a run with no result.
+	# When L1's user space has printed nothing for SQUIB_SANDBOX_STALL
+	# seconds (default 120; l1/init prints a heartbeat every 30 s), L1 is
+	# stopped, which reads as a run with no result. Kernel messages do not
+	# count: a frozen L1 still prints soft-lockup warnings.
 	local name=squib-l1-$$-$RANDOM stall=${SQUIB_SANDBOX_STALL:-120} wd
 	(
+		last=$(date +%s) seen=0
 		while sleep 10; do
 			[ -f "$logf" ] || continue
-			if [ $(($(date +%s) - $(stat -c %Y "$logf"))) -gt "$stall" ]; then
-				echo "sandbox: L1 console silent for over ${stall}s: stopping it as stalled" >&2
+			n=$(grep -a -c -v -E '^\[ *[0-9]+\.[0-9]+\] ' "$logf" || true)
+			if [ "$n" != "$seen" ]; then
+				seen=$n last=$(date +%s)
+			elif [ $(($(date +%s) - last)) -gt "$stall" ]; then
+				echo "sandbox: L1 user space silent for over ${stall}s: stopping it as stalled" >&2
 				pkill -f -- "-name $name" || true
 				break
 			fi

@@ -7,7 +7,6 @@ import (
 	"math"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/squib-vmm/squib/internal/logger"
@@ -131,8 +130,6 @@ type Device struct {
 	reporting bool
 	m         *metrics.BalloonMetrics
 
-	acked atomic.Uint64
-
 	// mu guards the state below, shared by the API, the transport and the
 	// worker. Nobody holds it across guest-memory work, so the API never
 	// waits for the worker to finish a queue.
@@ -143,12 +140,14 @@ type Device struct {
 	hint     hintState
 	// irq is the transport's interrupt while active, nil otherwise.
 	irq virtio.Interrupt
+	// refresh is the running worker's, nil while inactive: set with irq,
+	// so that UpdateStatsInterval either changes the interval before the
+	// worker reads it or finds the worker to tell.
+	refresh chan<- struct{}
 
-	// life serialises Activate and Reset.
-	life sync.Mutex
-	// w is the running worker, nil while inactive; atomic so QueueNotify
-	// never waits behind a Reset stopping it.
-	w atomic.Pointer[worker]
+	// life holds the acknowledged features and the running worker, and
+	// serialises Activate and Reset.
+	life virtio.Lifecycle[*worker]
 }
 
 // New returns an inactive balloon device. It fails only when the target
@@ -187,6 +186,8 @@ func New(cfg Config) (*Device, error) {
 		d.kinds = append(d.kinds, kindReport)
 	}
 	binary.LittleEndian.PutUint32(d.config[offNumPages:], pages)
+	d.life.Name, d.life.Queues, d.life.ActivateFails = "balloon", len(d.kinds), &d.m.ActivateFails
+	d.life.Forget = d.forget
 	return d, nil
 }
 
@@ -206,10 +207,10 @@ func (d *Device) DeviceType() virtio.DeviceType { return virtio.TypeBalloon }
 func (d *Device) AvailableFeatures() uint64 { return d.features }
 
 // AckFeatures implements virtio.Device.
-func (d *Device) AckFeatures(features uint64) { d.acked.Store(features) }
+func (d *Device) AckFeatures(features uint64) { d.life.AckFeatures(features) }
 
 // AckedFeatures returns the features the driver acknowledged.
-func (d *Device) AckedFeatures() uint64 { return d.acked.Load() }
+func (d *Device) AckedFeatures() uint64 { return d.life.AckedFeatures() }
 
 // ReadConfig implements virtio.Device.
 func (d *Device) ReadConfig(offset uint64, data []byte) {
@@ -243,75 +244,45 @@ func (d *Device) QueueMaxSizes() []uint16 {
 }
 
 // Activated reports whether the device is active (its worker runs).
-func (d *Device) Activated() bool { return d.w.Load() != nil }
+func (d *Device) Activated() bool { return d.life.Active() }
 
 // Activate implements virtio.Device: it starts the worker that serves the
 // queues and, with statistics, the polling timer.
 func (d *Device) Activate(mem *memory.Guest, queues []*virtio.Queue, interrupt virtio.Interrupt) error {
-	d.life.Lock()
-	defer d.life.Unlock()
-	var err error
-	switch {
-	case d.w.Load() != nil:
-		err = errors.New("balloon: device already activated")
-	case mem == nil || interrupt == nil:
-		err = errors.New("balloon: activation without memory or interrupt")
-	case len(queues) != len(d.kinds) || slices.Contains(queues, nil):
-		err = fmt.Errorf("balloon: activation with %d queues, want %d", len(queues), len(d.kinds))
-	}
-	if err != nil {
-		d.m.ActivateFails.Inc()
-		return err
-	}
-	w := d.newWorker(mem, queues, interrupt)
-	// Under mu, so that UpdateStatsInterval either changed the interval
-	// before this reads it or finds the worker to tell.
-	d.mu.Lock()
-	d.irq = interrupt
-	interval := d.interval
-	d.w.Store(w)
-	d.mu.Unlock()
-	go w.run(interval)
-	return nil
+	return d.life.Activate(mem, queues, interrupt, func() (*worker, *virtio.Worker, error) {
+		w := d.newWorker(mem, queues, interrupt)
+		w.OnStop(func() {
+			d.mu.Lock()
+			d.irq, d.refresh = nil, nil // from here on the API sees an inactive device
+			d.mu.Unlock()
+		}, nil)
+		d.mu.Lock()
+		d.irq, d.refresh = interrupt, w.refresh
+		interval := d.interval
+		d.mu.Unlock()
+		w.Go(func() { w.run(interval) })
+		return w, w.Worker, nil
+	})
 }
 
 // QueueNotify implements virtio.Device: it wakes the worker and never
 // blocks. Before activation and after Reset it does nothing.
-func (d *Device) QueueNotify(index int) {
-	w := d.w.Load()
-	if w == nil || index < 0 || index >= len(d.kinds) {
-		return
-	}
-	w.pending.Or(1 << index)
-	select {
-	case w.notify <- struct{}{}:
-	default:
-	}
-}
+func (d *Device) QueueNotify(index int) { d.life.Notify(index) }
 
 // Reset implements virtio.Device: it stops the worker, waits for it, and
 // returns the device to its state before activation, as Firecracker's
 // reset does: actual 0, no hinting run, no statistics or held buffer. The
 // target (num_pages) stays. It never fails.
-func (d *Device) Reset() error {
-	d.life.Lock()
-	defer d.life.Unlock()
+func (d *Device) Reset() error { return d.life.Reset() }
+
+// forget is the Lifecycle's Forget: the device state a Reset clears.
+func (d *Device) forget() {
 	d.mu.Lock()
-	w := d.w.Swap(nil)
-	d.irq = nil // from here on the API sees an inactive device
-	d.mu.Unlock()
-	if w != nil {
-		close(w.stop)
-		<-w.done
-	}
-	d.mu.Lock()
+	defer d.mu.Unlock()
 	binary.LittleEndian.PutUint32(d.config[offActual:], 0)
 	binary.LittleEndian.PutUint32(d.config[offHintCmd:], HintCmdStop)
 	d.stats = guestStats{}
 	d.hint = hintState{}
-	d.mu.Unlock()
-	d.acked.Store(0)
-	return nil
 }
 
 // UpdateAmount sets the balloon's target to mib MiB (PATCH /balloon) and
@@ -357,9 +328,9 @@ func (d *Device) UpdateStatsInterval(seconds uint16) error {
 		return ErrStatsStateChange
 	}
 	d.interval = seconds
-	if w := d.w.Load(); w != nil {
+	if d.refresh != nil {
 		select {
-		case w.refresh <- struct{}{}:
+		case d.refresh <- struct{}{}:
 		default:
 		}
 	}
@@ -406,6 +377,7 @@ func (d *Device) Config() vmm.Balloon {
 // worker owns the queues between Activate and Reset: a virtio.Queue is not
 // safe for concurrent use, so only this goroutine touches them.
 type worker struct {
+	*virtio.Worker
 	d      *Device
 	mem    *memory.Guest
 	queues []*virtio.Queue
@@ -414,11 +386,7 @@ type worker struct {
 	// discard gives guest pages back to the host; tests watch it.
 	discard func(gpa, n uint64) error
 
-	pending atomic.Uint32 // bit i: queue i was kicked
-	notify  chan struct{} // capacity 1: a pending kick
 	refresh chan struct{} // capacity 1: the stats interval changed
-	stop    chan struct{} // closed by Reset
-	done    chan struct{} // closed when run returns
 
 	statsHead uint16 // the held statistics buffer, if statsHeld
 	statsHeld bool
@@ -429,12 +397,10 @@ type worker struct {
 
 func (d *Device) newWorker(mem *memory.Guest, queues []*virtio.Queue, irq virtio.Interrupt) *worker {
 	w := &worker{
-		d: d, mem: mem, queues: queues, irq: irq, m: d.m,
+		Worker: virtio.NewWorker(),
+		d:      d, mem: mem, queues: queues, irq: irq, m: d.m,
 		discard: mem.Discard,
-		notify:  make(chan struct{}, 1),
 		refresh: make(chan struct{}, 1),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
 		pfns:    make([]uint32, 0, MaxPageCompactBuffer),
 		heads:   make([]uint16, 0, QueueSize),
 	}
@@ -445,7 +411,6 @@ func (d *Device) newWorker(mem *memory.Guest, queues []*virtio.Queue, irq virtio
 }
 
 func (w *worker) run(interval uint16) {
-	defer close(w.done)
 	var tick <-chan time.Time
 	var ticker *time.Ticker
 	if w.d.statsIdx >= 0 && interval > 0 {
@@ -455,12 +420,12 @@ func (w *worker) run(interval uint16) {
 	}
 	for {
 		select {
-		case <-w.stop:
+		case <-w.Done():
 			return
-		case <-w.notify:
-			p := w.pending.Swap(0)
+		case <-w.Wake():
+			p := w.TakeKicks()
 			for i, k := range w.d.kinds {
-				if p&(1<<i) != 0 && !w.stopping() {
+				if p&(1<<i) != 0 && !w.Stopping() {
 					w.process(i, k)
 				}
 			}
@@ -493,40 +458,21 @@ func (w *worker) process(i int, k queueKind) {
 	}
 }
 
-// stopping reports whether Reset is waiting for the worker, so that a
-// long drain of a queue the guest keeps refilling does not hold Reset up.
-func (w *worker) stopping() bool {
-	select {
-	case <-w.stop:
-		return true
-	default:
-		return false
-	}
-}
-
-// pop takes the next chain of queue qi. It returns ok false when the queue
-// is empty or its avail ring is corrupt (stop processing it), and a nil
-// chain with ok true for a malformed chain, which it has already handed
-// back to the driver empty.
-func (w *worker) pop(qi int, usedAny *bool) (c *virtio.DescriptorChain, ok bool) {
-	c, err := w.queues[qi].PopOrEnableNotification(w.mem)
-	if err == nil {
-		return c, c != nil
-	}
-	w.m.EventFails.Inc()
-	var ce *virtio.ChainError
-	if !errors.As(err, &ce) {
-		// Nothing sensible can be popped until the driver resets the
-		// device (Firecracker panics here).
-		log.RateLimited(&rlAvail).Errorf("balloon: Could not pop from queue %d: %v", qi, err)
-		return nil, false
-	}
-	log.RateLimited(&rlChain).Errorf("balloon: Guest gave us a malformed descriptor: %v", err)
-	// An out-of-range head cannot be returned and is dropped.
-	if w.queues[qi].AddUsed(w.mem, ce.Head, 0) == nil {
-		*usedAny = true
-	}
-	return nil, true
+// pop takes the next chain of queue qi; nil when the queue is empty, its
+// avail ring is corrupt (stop processing it) or the worker is stopping.
+func (w *worker) pop(qi int, usedAny *bool) *virtio.DescriptorChain {
+	return w.Pop(w.queues[qi], w.mem, usedAny, func(f virtio.PopFault, err error) {
+		switch f {
+		case virtio.CorruptRing:
+			// Nothing sensible can be popped until the driver resets the
+			// device (Firecracker panics here).
+			w.m.EventFails.Inc()
+			log.RateLimited(&rlAvail).Errorf("balloon: Could not pop from queue %d: %v", qi, err)
+		case virtio.MalformedChain:
+			w.m.EventFails.Inc()
+			log.RateLimited(&rlChain).Errorf("balloon: Guest gave us a malformed descriptor: %v", err)
+		}
+	})
 }
 
 // addUsed returns a chain with nothing written to it: the balloon never
@@ -542,10 +488,7 @@ func (w *worker) addUsed(qi int, head uint16, usedAny *bool) {
 
 // signal interrupts the driver for queue qi if anything was returned.
 func (w *worker) signal(q *virtio.Queue, qi int, usedAny bool) {
-	if !usedAny || !q.NeedsNotification(w.mem) {
-		return
-	}
-	if err := w.irq.TriggerQueue(qi); err != nil {
+	if err := q.Signal(w.mem, w.irq, qi, usedAny); err != nil {
 		w.m.EventFails.Inc()
 		log.RateLimited(&rlIRQ).Errorf("balloon: Received error while sending an interrupt: %v", err)
 	}
@@ -569,19 +512,16 @@ func (w *worker) processInflate(qi int) {
 	for {
 		w.pfns, w.heads = w.pfns[:0], w.heads[:0]
 		more := false // stopped early: another round may find chains
-		for !w.stopping() {
+		for {
 			// At most a queue's worth of chains a round, so that a driver
 			// republishing empty buffers cannot grow w.heads without bound.
 			if len(w.heads) == QueueSize {
 				more = true
 				break
 			}
-			c, ok := w.pop(qi, &usedAny)
-			if !ok {
-				break // empty, or a corrupt ring: nothing more to take
-			}
+			c := w.pop(qi, &usedAny)
 			if c == nil {
-				continue
+				break // empty, a corrupt ring, or a Reset: nothing more to take
 			}
 			// Only the first buffer counts, as in Firecracker: Linux sends
 			// the array as one.
@@ -615,7 +555,7 @@ func (w *worker) processInflate(qi int) {
 		for _, h := range w.heads {
 			w.addUsed(qi, h, &usedAny)
 		}
-		if !more || w.stopping() {
+		if !more || w.Stopping() {
 			break
 		}
 	}
@@ -681,14 +621,8 @@ func compactPFNs(pfns []uint32) []pfnRange {
 func (w *worker) processDeflate(qi int) {
 	w.m.DeflateCount.Inc()
 	usedAny := false
-	for !w.stopping() {
-		c, ok := w.pop(qi, &usedAny)
-		if !ok {
-			break
-		}
-		if c != nil {
-			w.addUsed(qi, c.Head, &usedAny)
-		}
+	for c := w.pop(qi, &usedAny); c != nil; c = w.pop(qi, &usedAny) {
+		w.addUsed(qi, c.Head, &usedAny)
 	}
 	w.signal(w.queues[qi], qi, usedAny)
 }

@@ -8,7 +8,6 @@ import (
 	"runtime"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,94 +39,51 @@ const (
 // do not run in parallel.
 var bm = &metrics.Default.Balloon
 
-// line is the transport's interrupt line; it counts triggers.
-type line struct{ n atomic.Int32 }
-
-func (l *line) Trigger() error { l.n.Add(1); return nil }
-
 type rig struct {
 	t     *testing.T
 	mem   *memory.Guest
 	dev   *Device
-	line  *line
+	line  *virtiotest.Line
 	tr    *mmio.Transport
 	rings []*virtiotest.Ring
 }
 
 func newRig(t *testing.T, cfg Config) *rig {
 	t.Helper()
-	mem, err := virtiotest.NewMemory(0, ramSize)
-	if err != nil {
-		t.Fatal(err)
-	}
+	mem := virtiotest.MemoryAt(t, 0, ramSize)
 	dev, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &line{}
-	tr, err := mmio.New(mem, dev, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Stop the worker before unmapping the memory it uses.
-	t.Cleanup(func() {
-		dev.Reset()
-		mem.Close()
-	})
+	tr, l := virtiotest.NewTransport(t, mem, dev)
+	// Stop the worker before the memory it uses is unmapped.
+	t.Cleanup(func() { dev.Reset() })
 	return &rig{t: t, mem: mem, dev: dev, line: l, tr: tr}
 }
 
-func (r *rig) rd(off uint64) uint32 {
-	var b [4]byte
-	r.tr.Read(off, b[:])
-	return binary.LittleEndian.Uint32(b[:])
-}
-
-func (r *rig) wr(off uint64, v uint32) {
-	var b [4]byte
-	binary.LittleEndian.PutUint32(b[:], v)
-	r.tr.Write(off, b[:])
-}
+func (r *rig) rd(off uint64) uint32    { return virtiotest.Read32(r.tr, off) }
+func (r *rig) wr(off uint64, v uint32) { virtiotest.Write32(r.tr, off, v) }
 
 // init brings the device up as Linux's virtio_balloon does: every offered
 // feature acknowledged, every queue set up with a fresh ring of size
 // entries, DRIVER_OK.
 func (r *rig) init(size uint16) {
 	r.t.Helper()
-	r.wr(0x70, 0)
-	r.wr(0x70, sAck)
-	r.wr(0x70, sDrv)
 	if r.rd(0x08) != 5 {
 		r.t.Fatalf("device id %d", r.rd(0x08))
 	}
-	var offered uint64
-	for sel := range uint32(2) {
-		r.wr(0x14, sel)
-		offered |= uint64(r.rd(0x10)) << (32 * sel)
-	}
-	for sel := range uint32(2) {
-		r.wr(0x24, sel)
-		r.wr(0x20, uint32(offered>>(32*sel)))
-	}
-	r.wr(0x70, sFeat)
+	offered := virtiotest.Negotiate(r.tr, nil)
 	if r.dev.AckedFeatures() != offered {
 		r.t.Fatalf("acked %#x, offered %#x", r.dev.AckedFeatures(), offered)
 	}
 	r.rings = nil
 	for i := range r.tr.NumQueues() {
-		ring, err := virtiotest.NewRing(r.mem, ringBase+uint64(i)*ringStep, size)
-		if err != nil {
-			r.t.Fatal(err)
-		}
+		ring := virtiotest.RingAt(r.t, r.mem, ringBase+uint64(i)*ringStep, size)
 		r.wr(0x30, uint32(i))
 		if m := r.rd(0x34); m != QueueSize {
 			r.t.Fatalf("queue %d num max %d", i, m)
 		}
-		r.wr(0x38, uint32(size))
-		r.wr(0x80, uint32(ring.Desc))
-		r.wr(0x90, uint32(ring.Avail))
-		r.wr(0xa0, uint32(ring.Used))
-		r.wr(0x44, 1)
+		virtiotest.SetupQueue(r.tr, uint32(i), ring)
 		r.rings = append(r.rings, ring)
 	}
 	r.wr(0x70, sLive)
@@ -195,9 +151,7 @@ func (r *rig) writePFNs(addr uint64, pfns ...uint32) uint32 {
 
 func (r *rig) fill(addr uint64, n int, v byte) {
 	r.t.Helper()
-	if err := r.mem.WriteAt(bytes.Repeat([]byte{v}, n), addr); err != nil {
-		r.t.Fatal(err)
-	}
+	virtiotest.WriteGuest(r.t, r.mem, addr, bytes.Repeat([]byte{v}, n))
 }
 
 // pageIs reports whether every byte of the page at PFN pfn is v.
@@ -220,27 +174,6 @@ func (r *rig) ackIRQ() uint32 {
 	r.wr(0x64, s)
 	return s
 }
-
-// eventually polls cond for up to 10 s.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
-// delta snapshots a counter, for "grew by" checks.
-type delta struct {
-	m    *metrics.IncMetric
-	base uint64
-}
-
-func track(m *metrics.IncMetric) delta { return delta{m, m.Count()} }
-func (d delta) get() uint64            { return d.m.Count() - d.base }
 
 func TestIdentity(t *testing.T) {
 	v1 := uint64(1) << virtio.FeatureVersion1
@@ -338,7 +271,7 @@ func TestNewTooLarge(t *testing.T) {
 func TestInflateDiscards(t *testing.T) {
 	r := newRig(t, Config{AmountMib: 1})
 	r.init(256)
-	inflates := track(&bm.InflateCount)
+	inflates := virtiotest.Track(&bm.InflateCount)
 	r.fill(pageBase, 8*page, 0xa5)
 	// Unsorted, with a duplicate: pages 0x100, 0x101, 0x103 and 0x105.
 	n := r.writePFNs(bufBase, 0x103, 0x100, 0x105, 0x101, 0x100)
@@ -360,8 +293,8 @@ func TestInflateDiscards(t *testing.T) {
 	}
 	// At least one: the transport's look at every queue on activation
 	// may count too.
-	if inflates.get() < 1 {
-		t.Fatalf("inflate_count grew by %d", inflates.get())
+	if inflates.Get() < 1 {
+		t.Fatalf("inflate_count grew by %d", inflates.Get())
 	}
 	// A discarded page is usable again.
 	r.fill(pageBase, page, 7)
@@ -373,7 +306,7 @@ func TestInflateDiscards(t *testing.T) {
 func TestInflateInvalid(t *testing.T) {
 	r := newRig(t, Config{})
 	r.init(256)
-	fails := track(&bm.EventFails)
+	fails := virtiotest.Track(&bm.EventFails)
 	r.fill(pageBase, 4*page, 0xa5)
 	// PFNs outside RAM around a good one; the last RAM page and the one
 	// after it form one range.
@@ -409,8 +342,8 @@ func TestInflateInvalid(t *testing.T) {
 	if !r.pageIs(0x101, 0xa5) {
 		t.Fatal("an ignored buffer's PFN was discarded")
 	}
-	if fails.get() != 1 {
-		t.Fatalf("event_fails grew by %d, want 1 (the malformed chain)", fails.get())
+	if fails.Get() != 1 {
+		t.Fatalf("event_fails grew by %d, want 1 (the malformed chain)", fails.Get())
 	}
 	if !r.dev.Activated() {
 		t.Fatal("device stopped")
@@ -421,10 +354,7 @@ func TestInflateMany(t *testing.T) {
 	r := newRig(t, Config{})
 	// All chains are there before activation, so one pass sees more PFNs
 	// than the compaction buffer holds.
-	ring, err := virtiotest.NewRing(r.mem, ringBase, 256)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ring := virtiotest.RingAt(t, r.mem, ringBase, 256)
 	const bufs = 12
 	r.fill(pageBase, (bufs*MaxPagesInDesc+1)*page, 0xa5) // 12*256 PFNs > 2048
 	for i := range bufs {
@@ -458,27 +388,14 @@ func TestInflateMany(t *testing.T) {
 // initWith is init with some queues' rings already laid out.
 func (r *rig) initWith(prepared map[int]*virtiotest.Ring, size uint16) {
 	r.t.Helper()
-	r.wr(0x70, 0)
-	r.wr(0x70, sAck)
-	r.wr(0x70, sDrv)
-	r.wr(0x24, 1)
-	r.wr(0x20, 1)
-	r.wr(0x70, sFeat)
+	virtiotest.Negotiate(r.tr, func(uint64) uint64 { return 1 << virtio.FeatureVersion1 })
 	r.rings = nil
 	for i := range r.tr.NumQueues() {
 		ring := prepared[i]
 		if ring == nil {
-			var err error
-			if ring, err = virtiotest.NewRing(r.mem, ringBase+uint64(i)*ringStep, size); err != nil {
-				r.t.Fatal(err)
-			}
+			ring = virtiotest.RingAt(r.t, r.mem, ringBase+uint64(i)*ringStep, size)
 		}
-		r.wr(0x30, uint32(i))
-		r.wr(0x38, uint32(ring.Size))
-		r.wr(0x80, uint32(ring.Desc))
-		r.wr(0x90, uint32(ring.Avail))
-		r.wr(0xa0, uint32(ring.Used))
-		r.wr(0x44, 1)
+		virtiotest.SetupQueue(r.tr, uint32(i), ring)
 		r.rings = append(r.rings, ring)
 	}
 	r.wr(0x70, sLive)
@@ -490,7 +407,7 @@ func (r *rig) initWith(prepared map[int]*virtiotest.Ring, size uint16) {
 func TestDeflateAcked(t *testing.T) {
 	r := newRig(t, Config{DeflateOnOOM: true})
 	r.init(256)
-	deflates := track(&bm.DeflateCount)
+	deflates := virtiotest.Track(&bm.DeflateCount)
 	r.fill(pageBase, page, 0xa5)
 	n := r.writePFNs(bufBase, 0x100)
 	h := r.post(DeflateIndex, bufBase, n, false)
@@ -503,8 +420,8 @@ func TestDeflateAcked(t *testing.T) {
 	if r.ackIRQ()&mmio.InterruptUsedRing == 0 {
 		t.Fatal("no used-ring interrupt")
 	}
-	if deflates.get() < 1 {
-		t.Fatalf("deflate_count grew by %d", deflates.get())
+	if deflates.Get() < 1 {
+		t.Fatalf("deflate_count grew by %d", deflates.Get())
 	}
 	r.expectNoUsed(InflateIndex)
 }
@@ -581,7 +498,7 @@ func TestStats(t *testing.T) {
 	r := newRig(t, Config{StatsPollingIntervalS: 1})
 	r.init(256)
 	const sq = 2
-	updates, fails := track(&bm.StatsUpdatesCount), track(&bm.StatsUpdateFails)
+	updates, fails := virtiotest.Track(&bm.StatsUpdatesCount), virtiotest.Track(&bm.StatsUpdateFails)
 	st, err := r.dev.Stats()
 	if err != nil {
 		t.Fatal(err)
@@ -602,7 +519,7 @@ func TestStats(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := r.post(sq, bufBase, uint32(len(b)), false)
-	eventually(t, "first report", func() bool {
+	virtiotest.Eventually(t, "first report", func() bool {
 		st, _ := r.dev.Stats()
 		return st.DirectReclaim != nil
 	})
@@ -616,8 +533,8 @@ func TestStats(t *testing.T) {
 	if diff := statsDiff(st, want); diff != "" {
 		t.Fatal(diff)
 	}
-	if fails.get() != 1 || updates.get() < 1 {
-		t.Fatalf("stats_update_fails +%d, stats_updates_count +%d", fails.get(), updates.get())
+	if fails.Get() != 1 || updates.Get() < 1 {
+		t.Fatalf("stats_update_fails +%d, stats_updates_count +%d", fails.Get(), updates.Get())
 	}
 
 	// After the interval the device hands the buffer back for a refresh.
@@ -632,7 +549,7 @@ func TestStats(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.post(sq, bufBase, uint32(len(b)), false)
-	eventually(t, "second report", func() bool {
+	virtiotest.Eventually(t, "second report", func() bool {
 		st, _ := r.dev.Stats()
 		return st.FreeMemory != nil && *st.FreeMemory == 4000
 	})
@@ -682,7 +599,7 @@ func TestStatsProtocol(t *testing.T) {
 		t.Fatal(err)
 	}
 	h1 := r.post(sq, bufBase, uint32(len(b)), false)
-	eventually(t, "report", func() bool { st, _ := r.dev.Stats(); return st.TotalMemory != nil })
+	virtiotest.Eventually(t, "report", func() bool { st, _ := r.dev.Stats(); return st.TotalMemory != nil })
 	r.expectNoUsed(sq)
 
 	// A second buffer makes the device give the first one back.
@@ -801,7 +718,7 @@ func TestHinting(t *testing.T) {
 	r.init(256)
 	const hq = 2
 	r.ackIRQ()
-	hints, freed := track(&bm.FreePageHintCount), track(&bm.FreePageHintFreed)
+	hints, freed := virtiotest.Track(&bm.FreePageHintCount), virtiotest.Track(&bm.FreePageHintFreed)
 	r.fill(pageBase, 16*page, 0xa5)
 
 	// Hints before any run are dropped.
@@ -837,13 +754,13 @@ func TestHinting(t *testing.T) {
 	if !r.pageIs(0x102, 0) || !r.pageIs(0x103, 0) {
 		t.Fatal("hints of the run not discarded")
 	}
-	if hints.get() != 2 || freed.get() != 2*page {
-		t.Fatalf("free_page_hint_count +%d, freed +%d", hints.get(), freed.get())
+	if hints.Get() != 2 || freed.Get() != 2*page {
+		t.Fatalf("free_page_hint_count +%d, freed +%d", hints.Get(), freed.Get())
 	}
 	// STOP from the driver ends the run; the device acknowledges with
 	// DONE, and hints after it are dropped.
 	r.hintChain(hq, u32p(HintCmdStop), 0)
-	eventually(t, "DONE", func() bool { return r.cfg(8) == HintCmdDone })
+	virtiotest.Eventually(t, "DONE", func() bool { return r.cfg(8) == HintCmdDone })
 	st, _ = r.dev.HintingStatus()
 	if st.HostCmd != HintCmdDone || *st.GuestCmd != HintCmdStop {
 		t.Fatalf("status after STOP %+v", st)
@@ -881,7 +798,7 @@ func TestHinting(t *testing.T) {
 	}
 
 	// An unaligned hint fails to discard and is counted.
-	hfails := track(&bm.FreePageHintFails)
+	hfails := virtiotest.Track(&bm.FreePageHintFails)
 	if err := r.dev.StartHinting(vmm.BalloonStartCmd{}); err != nil {
 		t.Fatal(err)
 	}
@@ -895,8 +812,8 @@ func TestHinting(t *testing.T) {
 	}
 	r.kick(hq)
 	r.waitUsed(hq, 1)
-	if hfails.get() != 1 || !r.pageIs(0x106, 0xa5) {
-		t.Fatalf("free_page_hint_fails +%d", hfails.get())
+	if hfails.Get() != 1 || !r.pageIs(0x106, 0xa5) {
+		t.Fatalf("free_page_hint_fails +%d", hfails.Get())
 	}
 }
 
@@ -904,7 +821,7 @@ func TestFreePageReporting(t *testing.T) {
 	r := newRig(t, Config{StatsPollingIntervalS: 3600, FreePageReporting: true})
 	r.init(256)
 	const rq = 3 // after inflate, deflate, stats
-	count, freed, fails := track(&bm.FreePageReportCount), track(&bm.FreePageReportFreed), track(&bm.FreePageReportFails)
+	count, freed, fails := virtiotest.Track(&bm.FreePageReportCount), virtiotest.Track(&bm.FreePageReportFreed), virtiotest.Track(&bm.FreePageReportFails)
 	r.fill(pageBase, 8*page, 0xa5)
 	// One report of three blocks, as a scatter list.
 	h, err := r.rings[rq].AddChain(
@@ -924,21 +841,16 @@ func TestFreePageReporting(t *testing.T) {
 			t.Errorf("page %#x: discarded %v, want %v", pfn, !wantZero, wantZero)
 		}
 	}
-	if count.get() != 3 || freed.get() != 3*page || fails.get() != 1 {
-		t.Fatalf("free_page_report_count +%d, freed +%d, fails +%d", count.get(), freed.get(), fails.get())
+	if count.Get() != 3 || freed.Get() != 3*page || fails.Get() != 1 {
+		t.Fatalf("free_page_report_count +%d, freed +%d, fails +%d", count.Get(), freed.Get(), fails.Get())
 	}
-}
-
-func goroutinesBack(t *testing.T, base int) {
-	t.Helper()
-	eventually(t, "worker exit", func() bool { return runtime.NumGoroutine() <= base })
 }
 
 func TestReset(t *testing.T) {
 	r := newRig(t, Config{AmountMib: 2, StatsPollingIntervalS: 3600, FreePageHinting: true})
 	base := runtime.NumGoroutine()
 	r.init(256)
-	w := r.dev.w.Load()
+	w := r.dev.life.Current()
 	// Leave state behind: actual, a report, a hinting run.
 	r.wr(mmio.ConfigOffset+4, 512)
 	b := statsBuf(TagTotalMemory, 9)
@@ -946,7 +858,7 @@ func TestReset(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.post(2, bufBase+0x1000, uint32(len(b)), false)
-	eventually(t, "report", func() bool { st, _ := r.dev.Stats(); return st.TotalMemory != nil })
+	virtiotest.Eventually(t, "report", func() bool { st, _ := r.dev.Stats(); return st.TotalMemory != nil })
 	if err := r.dev.StartHinting(vmm.BalloonStartCmd{}); err != nil {
 		t.Fatal(err)
 	}
@@ -956,15 +868,13 @@ func TestReset(t *testing.T) {
 	if r.rd(0x70) != 0 {
 		t.Fatal("reset refused")
 	}
-	select {
-	case <-w.done:
-	default:
+	if w.Running() != 0 {
 		t.Fatal("Reset returned before the worker exited")
 	}
 	if r.dev.Activated() || r.dev.AckedFeatures() != 0 {
 		t.Fatal("still active after reset")
 	}
-	goroutinesBack(t, base)
+	virtiotest.WaitGoroutines(t, base)
 	cfg := make([]byte, ConfigSize)
 	r.dev.ReadConfig(0, cfg)
 	if !bytes.Equal(cfg, []byte{0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}) {
@@ -996,7 +906,7 @@ func TestReset(t *testing.T) {
 	if err := r.dev.Reset(); err != nil {
 		t.Fatal(err)
 	}
-	goroutinesBack(t, base)
+	virtiotest.WaitGoroutines(t, base)
 }
 
 // TestConcurrentAPI runs the API methods from several goroutines while
@@ -1051,13 +961,9 @@ func (nopIRQ) TriggerQueue(int) error { return nil }
 func (nopIRQ) TriggerConfig() error   { return nil }
 
 func TestActivateErrors(t *testing.T) {
-	mem, err := virtiotest.NewMemory(0, ramSize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mem.Close()
+	mem := virtiotest.MemoryAt(t, 0, ramSize)
 	d, _ := New(Config{StatsPollingIntervalS: 1})
-	fails := track(&bm.ActivateFails)
+	fails := virtiotest.Track(&bm.ActivateFails)
 	qs := func(n int) []*virtio.Queue {
 		out := make([]*virtio.Queue, n)
 		for i := range out {
@@ -1081,8 +987,8 @@ func TestActivateErrors(t *testing.T) {
 		t.Fatal("activated twice")
 	}
 	d.Reset()
-	if fails.get() != 5 {
-		t.Fatalf("activate_fails +%d, want 5", fails.get())
+	if fails.Get() != 5 {
+		t.Fatalf("activate_fails +%d, want 5", fails.Get())
 	}
 }
 

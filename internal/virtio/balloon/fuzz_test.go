@@ -26,79 +26,40 @@ const (
 // fzPattern is a region's worth of fzFill.
 var fzPattern = bytes.Repeat([]byte{fzFill}, fzRegion0)
 
-type countIRQ struct{ q, c int }
-
-func (i *countIRQ) TriggerQueue(int) error { i.q++; return nil }
-func (i *countIRQ) TriggerConfig() error   { i.c++; return nil }
-
-// fzReader consumes fuzz input, yielding zeros once it runs out.
-type fzReader struct{ b []byte }
-
-func (r *fzReader) u8() byte {
-	if len(r.b) == 0 {
-		return 0
-	}
-	v := r.b[0]
-	r.b = r.b[1:]
-	return v
-}
-
-func (r *fzReader) u16() uint16 { return uint16(r.u8()) | uint16(r.u8())<<8 }
-func (r *fzReader) u24() uint32 { return uint32(r.u16()) | uint32(r.u8())<<16 }
-
-// fzMem maps the fuzz memory once per target.
-func fzMem(f *testing.F) *memory.Guest {
-	mem, err := memory.New([]memory.Layout{
-		{Start: 0, Size: fzRegion0},
-		{Start: fzRegion1, Size: fzEnd1 - fzRegion1},
-	}, memory.Options{})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { mem.Close() })
-	return mem
-}
-
 // buildQueue lays out a ring for queue qi and fills its descriptor table
 // from the input: in raw mode verbatim (any flags, any next index), else
 // as a driver adds chains of one to four buffers. It returns the ring and
 // the device-side queue, initialized.
-func buildQueue(t *testing.T, mem *memory.Guest, qi int, raw bool, in *fzReader) (*virtiotest.Ring, *virtio.Queue) {
-	ring, err := virtiotest.NewRing(mem, fzRingPage+uint64(qi)*fzRingStep, fzSize)
-	if err != nil {
-		t.Fatal(err)
-	}
+func buildQueue(t *testing.T, mem *memory.Guest, qi int, raw bool, in *virtiotest.FuzzInput) (*virtiotest.Ring, *virtio.Queue) {
+	ring := virtiotest.RingAt(t, mem, fzRingPage+uint64(qi)*fzRingStep, fzSize)
 	if raw {
 		for i := range uint16(fzSize) {
 			ring.SetDesc(i, virtio.Descriptor{
-				Addr:  fzBufMin + uint64(in.u24()&0x3ffff),
-				Len:   uint32(in.u16()),
-				Flags: uint16(in.u8()) & (virtio.DescFlagNext | virtio.DescFlagWrite | virtio.DescFlagIndirect),
-				Next:  uint16(in.u8() % (2 * fzSize)),
+				Addr:  fzBufMin + uint64(in.U24()&0x3ffff),
+				Len:   uint32(in.U16()),
+				Flags: uint16(in.U8()) & (virtio.DescFlagNext | virtio.DescFlagWrite | virtio.DescFlagIndirect),
+				Next:  uint16(in.U8() % (2 * fzSize)),
 			})
 		}
 		var heads []uint16
-		for n := in.u8() % (2 * fzSize); n > 0; n-- {
-			heads = append(heads, uint16(in.u8()%(fzSize+4)))
+		for n := in.U8() % (2 * fzSize); n > 0; n-- {
+			heads = append(heads, uint16(in.U8()%(fzSize+4)))
 		}
 		ring.Publish(heads...)
 	} else {
-		for n := in.u8() % (fzSize + 2); n > 0; n-- {
-			bufs := make([]virtiotest.Buffer, in.u8()%4+1)
+		for n := in.U8() % (fzSize + 2); n > 0; n-- {
+			bufs := make([]virtiotest.Buffer, in.U8()%4+1)
 			for i := range bufs {
 				bufs[i] = virtiotest.Buffer{
-					Addr:     fzBufMin + uint64(in.u24()&0x3ffff),
-					Len:      uint32(in.u16() % 0x2000),
-					Writable: in.u8()&1 != 0,
+					Addr:     fzBufMin + uint64(in.U24()&0x3ffff),
+					Len:      uint32(in.U16() % 0x2000),
+					Writable: in.U8()&1 != 0,
 				}
 			}
 			ring.AddChain(bufs...)
 		}
 	}
-	q := ring.Queue()
-	if err := q.Initialize(mem); err != nil {
-		t.Fatal(err)
-	}
+	q := ring.InitQueue(t, false)
 	return ring, q
 }
 
@@ -110,43 +71,6 @@ func resetMem(mem *memory.Guest, content []byte) {
 	}
 	n := min(len(content), fzRegion0-fzBufMin)
 	mem.WriteAt(content[:n], fzBufMin)
-}
-
-func snapshot(mem *memory.Guest) [][]byte {
-	var out [][]byte
-	for _, r := range mem.Regions() {
-		out = append(out, bytes.Clone(r.Mem))
-	}
-	return out
-}
-
-// forChanged calls fn for each byte that differs between two snapshots,
-// skipping equal pages wholesale.
-func forChanged(mem *memory.Guest, before, after [][]byte, fn func(addr uint64, now byte)) {
-	for i, r := range mem.Regions() {
-		for lo := 0; lo < len(before[i]); lo += page {
-			hi := min(lo+page, len(before[i]))
-			if bytes.Equal(before[i][lo:hi], after[i][lo:hi]) {
-				continue
-			}
-			for off := lo; off < hi; off++ {
-				if before[i][off] != after[i][off] {
-					fn(r.Start+uint64(off), after[i][off])
-				}
-			}
-		}
-	}
-}
-
-func readDesc(ring *virtiotest.Ring, i uint16) virtio.Descriptor {
-	var raw [16]byte
-	ring.Mem.ReadAt(raw[:], ring.Desc+16*uint64(i))
-	return virtio.Descriptor{
-		Addr:  binary.LittleEndian.Uint64(raw[0:]),
-		Len:   binary.LittleEndian.Uint32(raw[8:]),
-		Flags: binary.LittleEndian.Uint16(raw[12:]),
-		Next:  binary.LittleEndian.Uint16(raw[14:]),
-	}
 }
 
 // inRAM reports whether [gpa, gpa+n) lies in one region.
@@ -197,7 +121,8 @@ func FuzzInflate(f *testing.F) {
 	// Three chains: two PFNs; one writable; a length not a multiple of 4.
 	f.Add(false, cat([]byte{3}, chain(0, 8, 0), chain(0, 4, 1), chain(0, 6, 0), pfns(0x12, 0x13)))
 	f.Add(true, cat(bytes.Repeat([]byte{0, 0, 0, 16, 0, 1, 1}, fzSize), []byte{3, 0, 5, 15}, pfns(0x18, 0x19, 0x1a, 0x31, 0xffffffff)))
-	mem := fzMem(f)
+	mem := virtiotest.NewMemoryWithHole(f, fzRegion0, fzRegion1, fzEnd1)
+	var snap virtiotest.Snapshot
 	ringEnd := fzRingPage + virtiotest.RingBytes(fzSize)
 
 	f.Fuzz(func(t *testing.T, raw bool, data []byte) {
@@ -205,17 +130,17 @@ func FuzzInflate(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		in := &fzReader{b: data}
+		in := virtiotest.NewFuzzInput(data)
 		resetMem(mem, nil)
 		ring, q := buildQueue(t, mem, InflateIndex, raw, in)
-		resetMemKeep(mem, in.b, fzRingPage, ringEnd)
+		resetMemKeep(mem, in.Rest(), fzRingPage, ringEnd)
 		dq := virtio.NewQueue(QueueSize) // deflate: never used here
 
 		// Every PFN any readable buffer holds, and 0, which a buffer
 		// zeroed by an earlier discard reads as.
 		allowed := map[uint32]bool{0: true}
 		for i := range uint16(fzSize) {
-			desc := readDesc(ring, i)
+			desc := ring.Descriptor(i)
 			if desc.IsWriteOnly() || desc.Len > 4*MaxPagesInDesc || !inRAM(mem, desc.Addr, uint64(desc.Len)) {
 				continue
 			}
@@ -224,9 +149,9 @@ func FuzzInflate(f *testing.F) {
 				allowed[v] = true
 			}
 		}
-		before := snapshot(mem)
+		snap.Take(mem)
 
-		irq := &countIRQ{}
+		irq := &virtiotest.IRQ{}
 		w := d.newWorker(mem, []*virtio.Queue{q, dq}, irq)
 		var discarded uint64
 		w.discard = func(gpa, n uint64) error {
@@ -248,7 +173,7 @@ func FuzzInflate(f *testing.F) {
 		if !allowed[fzRingPage/page] {
 			checkUsed(t, ring) // the ring's page was not given away
 		}
-		forChanged(mem, before, snapshot(mem), func(addr uint64, now byte) {
+		snap.Changed(func(addr uint64, now byte) {
 			if addr >= ring.Used && addr < ringEnd {
 				return
 			}
@@ -284,7 +209,8 @@ func FuzzStats(f *testing.F) {
 	f.Add(false, cat([]byte{2}, chain(0, 25), chain(0, 20), stat(TagTotalMemory, 1<<30), stat(TagOOMKill, 2), []byte{1, 2, 3, 4, 5}))
 	f.Add(false, cat([]byte{1}, chain(0, 0xffff), stat(TagAsyncScan, 9)))
 	f.Add(true, cat(bytes.Repeat([]byte{0, 0, 0, 20, 0, 0, 0}, fzSize), []byte{2, 0, 1}, stat(TagDirectReclaim, 7), stat(TagMajorFaults, 8)))
-	mem := fzMem(f)
+	mem := virtiotest.NewMemoryWithHole(f, fzRegion0, fzRegion1, fzEnd1)
+	var snap virtiotest.Snapshot
 	ringEnd := fzRingPage + 2*fzRingStep + virtiotest.RingBytes(fzSize)
 
 	f.Fuzz(func(t *testing.T, raw bool, data []byte) {
@@ -292,16 +218,16 @@ func FuzzStats(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		in := &fzReader{b: data}
+		in := virtiotest.NewFuzzInput(data)
 		resetMem(mem, nil)
 		ring, q := buildQueue(t, mem, 2, raw, in)
-		resetMemKeep(mem, in.b, fzRingPage, ringEnd)
+		resetMemKeep(mem, in.Rest(), fzRingPage, ringEnd)
 
 		// The values each tag takes in some buffer, read as the device
 		// would: from a descriptor's start, whole entries.
 		seen := map[uint16]map[uint64]bool{}
 		for i := range uint16(fzSize) {
-			desc := readDesc(ring, i)
+			desc := ring.Descriptor(i)
 			if desc.Len > MaxStatsDescLen || !inRAM(mem, desc.Addr, uint64(desc.Len)) {
 				continue
 			}
@@ -314,9 +240,9 @@ func FuzzStats(f *testing.F) {
 				seen[tag][v] = true
 			}
 		}
-		before := snapshot(mem)
+		snap.Take(mem)
 
-		irq := &countIRQ{}
+		irq := &virtiotest.IRQ{}
 		w := d.newWorker(mem, []*virtio.Queue{virtio.NewQueue(QueueSize), virtio.NewQueue(QueueSize), q}, irq)
 		w.discard = func(gpa, n uint64) error {
 			t.Fatalf("statistics discarded [%#x, +%#x)", gpa, n)
@@ -348,7 +274,7 @@ func FuzzStats(f *testing.F) {
 			t.Fatalf("sizes changed: %+v", st)
 		}
 
-		forChanged(mem, before, snapshot(mem), func(addr uint64, _ byte) {
+		snap.Changed(func(addr uint64, _ byte) {
 			if addr < ring.Used || addr >= ringEnd {
 				t.Fatalf("byte at %#x written", addr)
 			}
@@ -376,7 +302,8 @@ func FuzzFreePages(f *testing.F) {
 	f.Add(byte(0), false, cat([]byte{2, 0}, desc(0, 4, 0), []byte{0}, desc(0x3000, 0x1000, 1),
 		[]byte{1, 0}, desc(0x5000, 0x1000, 1), []byte{3, 0, 0, 0}))
 	f.Add(byte(3), true, bytes.Repeat([]byte{0, 0x10, 0, 0, 0x10, 1, 0}, 2*fzSize))
-	mem := fzMem(f)
+	mem := virtiotest.NewMemoryWithHole(f, fzRegion0, fzRegion1, fzEnd1)
+	var snap virtiotest.Snapshot
 	ringEnd := uint64(fzRingPage + 4*fzRingStep)
 
 	f.Fuzz(func(t *testing.T, host byte, raw bool, data []byte) {
@@ -384,25 +311,25 @@ func FuzzFreePages(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		irq := &countIRQ{}
+		irq := &virtiotest.IRQ{}
 		d.irq = irq
 		d.hint.hostCmd = uint32(host % 4)
 		d.hint.ackOnFinish = host&4 == 0
-		in := &fzReader{b: data}
+		in := virtiotest.NewFuzzInput(data)
 		resetMem(mem, nil)
 		hring, hq := buildQueue(t, mem, 2, raw, in)
 		rring, rq := buildQueue(t, mem, 3, raw, in)
-		resetMemKeep(mem, in.b, fzRingPage, ringEnd)
+		resetMemKeep(mem, in.Rest(), fzRingPage, ringEnd)
 
 		// The buffers the tables give, as [addr, addr+len).
 		given := map[[2]uint64]bool{}
 		for _, ring := range []*virtiotest.Ring{hring, rring} {
 			for i := range uint16(fzSize) {
-				desc := readDesc(ring, i)
+				desc := ring.Descriptor(i)
 				given[[2]uint64{desc.Addr, uint64(desc.Len)}] = true
 			}
 		}
-		before := snapshot(mem)
+		snap.Take(mem)
 
 		type span struct{ lo, hi uint64 }
 		var gone []span
@@ -432,7 +359,7 @@ func FuzzFreePages(f *testing.F) {
 			checkUsed(t, hring)
 			checkUsed(t, rring)
 		}
-		forChanged(mem, before, snapshot(mem), func(addr uint64, now byte) {
+		snap.Changed(func(addr uint64, now byte) {
 			if (addr >= hring.Used && addr < hring.Used+6+8*fzSize) || (addr >= rring.Used && addr < rring.Used+6+8*fzSize) {
 				return
 			}

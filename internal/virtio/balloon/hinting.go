@@ -99,13 +99,10 @@ func (w *worker) processHinting(qi int) {
 	host := w.d.hint.hostCmd
 	w.d.mu.Unlock()
 	usedAny, complete := false, false
-	for !w.stopping() {
-		c, ok := w.pop(qi, &usedAny)
-		if !ok {
-			break
-		}
+	for {
+		c := w.pop(qi, &usedAny)
 		if c == nil {
-			continue
+			break
 		}
 		for _, desc := range c.Descriptors() {
 			// A command ID is any 4-byte buffer, whatever its direction.
@@ -171,13 +168,10 @@ func (w *worker) processHinting(qi int) {
 func (w *worker) processReporting(qi int) {
 	q := w.queues[qi]
 	usedAny := false
-	for !w.stopping() {
-		c, ok := w.pop(qi, &usedAny)
-		if !ok {
-			break
-		}
+	for {
+		c := w.pop(qi, &usedAny)
 		if c == nil {
-			continue
+			break
 		}
 		for _, desc := range c.Descriptors() {
 			w.m.FreePageReportCount.Inc()

@@ -103,13 +103,10 @@ func (w *worker) processStats(qi int) {
 	w.m.StatsUpdatesCount.Inc()
 	q := w.queues[qi]
 	usedAny := false
-	for !w.stopping() {
-		c, ok := w.pop(qi, &usedAny)
-		if !ok {
-			break
-		}
+	for {
+		c := w.pop(qi, &usedAny)
 		if c == nil {
-			continue
+			break
 		}
 		if w.statsHeld {
 			log.RateLimited(&rlStats).Errorf("balloon: driver is not compliant, more than one stats buffer received")

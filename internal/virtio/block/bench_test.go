@@ -40,11 +40,7 @@ func BenchmarkBlockRead(b *testing.B) {
 }
 
 func benchRead(b *testing.B, size, qd int) {
-	mem, err := virtiotest.NewMemory(0, ramSize)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer mem.Close()
+	mem := virtiotest.MemoryAt(b, 0, ramSize)
 	f, err := os.Open(benchDisk(b))
 	if err != nil {
 		b.Fatal(err)
@@ -54,15 +50,9 @@ func benchRead(b *testing.B, size, qd int) {
 		b.Fatal(err)
 	}
 	defer dev.Close()
-	ring, err := virtiotest.NewRing(mem, ringBase, 256)
-	if err != nil {
-		b.Fatal(err)
-	}
-	q := ring.Queue()
-	if err := q.Initialize(mem); err != nil {
-		b.Fatal(err)
-	}
-	irq := newIRQ()
+	ring := virtiotest.RingAt(b, mem, ringBase, 256)
+	q := ring.InitQueue(b, false)
+	irq := &virtiotest.IRQ{}
 	if err := dev.Activate(mem, []*virtio.Queue{q}, irq); err != nil {
 		b.Fatal(err)
 	}
@@ -100,7 +90,7 @@ func benchRead(b *testing.B, size, qd int) {
 			b.Fatal(err)
 		}
 		if !ok {
-			<-irq.ch
+			<-irq.Raised()
 			continue
 		}
 		if u.Len != uint32(size)+1 {

@@ -160,7 +160,6 @@ type Device struct {
 	limiter  *ratelimit.RateLimiter // never nil
 	m        *metrics.BlockMetrics
 
-	acked atomic.Uint64
 	// capacity is the config space's value, kept apart from disk so that
 	// a config read (under the transport's lock, on a vCPU) never waits
 	// for a request in flight, and is one atomic load, never torn.
@@ -171,13 +170,9 @@ type Device struct {
 	diskMu sync.RWMutex
 	disk   *disk // nil once closed
 
-	// mu serialises Activate, Reset, UpdateFile and Close.
-	mu     sync.Mutex
-	closed bool
-	// w is the running worker, nil while inactive. It is atomic so that
-	// QueueNotify, which may come from any vCPU at any time, never waits
-	// behind a Reset that is stopping the worker.
-	w atomic.Pointer[worker]
+	// life holds the acknowledged features and the running worker, and
+	// serialises Activate, Reset, UpdateFile and Close.
+	life virtio.Lifecycle[*worker]
 }
 
 // New returns an inactive block device over cfg.File. On error the file
@@ -195,14 +190,16 @@ func New(cfg Config) (*Device, error) {
 		cfg.File.Close()
 		return nil, err
 	}
+	m := metrics.Default.Block(cfg.ID)
 	d := &Device{
 		id:       cfg.ID,
 		readOnly: cfg.ReadOnly,
 		cache:    cfg.Cache,
 		features: 1<<virtio.FeatureVersion1 | 1<<virtio.FeatureEventIdx,
 		limiter:  cfg.Limiter,
-		m:        metrics.Default.Block(cfg.ID),
+		m:        m,
 		disk:     dk,
+		life:     virtio.Lifecycle[*worker]{Name: "block", Queues: 1, ActivateFails: &m.ActivateFails, ErrClosed: ErrClosed},
 	}
 	if d.limiter == nil {
 		d.limiter = ratelimit.New(nil, nil)
@@ -244,60 +241,54 @@ func (d *Device) UpdateFile(f *os.File) error {
 		d.m.UpdateFails.Inc()
 		return err
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
+	err = d.life.Exclusive(func(w *worker) {
+		d.diskMu.Lock()
+		old := d.disk
+		d.disk = dk
+		d.capacity.Store(dk.nsectors)
+		d.diskMu.Unlock()
+		// Only an active device has a driver to tell.
+		if w != nil {
+			if err := w.irq.TriggerConfig(); err != nil {
+				log.RateLimited(&rlIRQ).Errorf("block: config interrupt: %v", err)
+				d.m.EventFails.Inc()
+			}
+		}
+		d.m.UpdateCount.Inc()
+		if old.file != f {
+			if err := old.file.Close(); err != nil {
+				log.Warnf("block: closing the old backing file: %v", err)
+			}
+		}
+	})
+	if err != nil { // closed
 		f.Close()
 		d.m.UpdateFails.Inc()
-		return ErrClosed
 	}
-	d.diskMu.Lock()
-	old := d.disk
-	d.disk = dk
-	d.capacity.Store(dk.nsectors)
-	d.diskMu.Unlock()
-	// Only an active device has a driver to tell.
-	if w := d.w.Load(); w != nil {
-		if err := w.irq.TriggerConfig(); err != nil {
-			log.RateLimited(&rlIRQ).Errorf("block: config interrupt: %v", err)
-			d.m.EventFails.Inc()
-		}
-	}
-	d.m.UpdateCount.Inc()
-	if old.file != f {
-		if err := old.file.Close(); err != nil {
-			log.Warnf("block: closing the old backing file: %v", err)
-		}
-	}
-	return nil
+	return err
 }
 
 // Close stops the device if it is still active, flushes the file with
 // CacheWriteback (as Firecracker does when it drops the device), and
 // closes it. Later calls return nil.
 func (d *Device) Close() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
-		return nil
-	}
-	d.closed = true
-	d.stopWorker()
-	d.limiter.Stop()
-	d.diskMu.Lock()
-	dk := d.disk
-	d.disk = nil
-	d.diskMu.Unlock()
-	var err error
-	if d.cache == CacheWriteback {
-		if err = dk.flush(); err != nil {
-			log.Errorf("Failed to drain ops and flush block data: %v", err)
+	return d.life.Close(func() error {
+		d.limiter.Stop()
+		d.diskMu.Lock()
+		dk := d.disk
+		d.disk = nil
+		d.diskMu.Unlock()
+		var err error
+		if d.cache == CacheWriteback {
+			if err = dk.flush(); err != nil {
+				log.Errorf("Failed to drain ops and flush block data: %v", err)
+			}
 		}
-	}
-	if cerr := dk.file.Close(); err == nil {
-		err = cerr
-	}
-	return err
+		if cerr := dk.file.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	})
 }
 
 // DeviceType implements virtio.Device: TypeBlock.
@@ -307,11 +298,11 @@ func (d *Device) DeviceType() virtio.DeviceType { return virtio.TypeBlock }
 func (d *Device) AvailableFeatures() uint64 { return d.features }
 
 // AckFeatures implements virtio.Device.
-func (d *Device) AckFeatures(features uint64) { d.acked.Store(features) }
+func (d *Device) AckFeatures(features uint64) { d.life.AckFeatures(features) }
 
 // AckedFeatures returns the features the driver acknowledged (for a
 // snapshot).
-func (d *Device) AckedFeatures() uint64 { return d.acked.Load() }
+func (d *Device) AckedFeatures() uint64 { return d.life.AckedFeatures() }
 
 // ReadConfig implements virtio.Device: the capacity in sectors.
 func (d *Device) ReadConfig(offset uint64, data []byte) {
@@ -331,71 +322,33 @@ func (d *Device) WriteConfig(offset uint64, data []byte) {
 func (d *Device) QueueMaxSizes() []uint16 { return []uint16{QueueSize} }
 
 // Activated reports whether the device is active (its worker runs).
-func (d *Device) Activated() bool { return d.w.Load() != nil }
+func (d *Device) Activated() bool { return d.life.Active() }
 
 // Activate implements virtio.Device: it starts the worker that serves the
 // queue.
 func (d *Device) Activate(mem *memory.Guest, queues []*virtio.Queue, interrupt virtio.Interrupt) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var err error
-	switch {
-	case d.closed:
-		err = ErrClosed
-	case d.w.Load() != nil:
-		err = errors.New("block: device already activated")
-	case mem == nil || interrupt == nil:
-		err = errors.New("block: activation without memory or interrupt")
-	case len(queues) != 1 || queues[0] == nil:
-		err = fmt.Errorf("block: activation with %d queues, want 1", len(queues))
-	}
-	if err != nil {
-		d.m.ActivateFails.Inc()
-		return err
-	}
-	w := d.newWorker(mem, queues[0], interrupt)
-	d.w.Store(w)
-	go w.run()
-	return nil
+	return d.life.Activate(mem, queues, interrupt, func() (*worker, *virtio.Worker, error) {
+		w := d.newWorker(mem, queues[0], interrupt)
+		w.Go(w.run)
+		return w, w.Worker, nil
+	})
 }
 
 // QueueNotify implements virtio.Device: it wakes the worker and never
-// blocks. Before activation and after Reset it does nothing.
-func (d *Device) QueueNotify(index int) {
-	w := d.w.Load()
-	if w == nil || index != 0 {
-		return
-	}
-	// One pending wake-up is enough: the worker drains the whole queue
-	// each time it wakes (as an eventfd read takes all kicks at once).
-	select {
-	case w.notify <- struct{}{}:
-	default:
-	}
-}
+// blocks. Before activation and after Reset it does nothing. One pending
+// wake-up is enough: the worker drains the whole queue each time it wakes
+// (as an eventfd read takes all kicks at once).
+func (d *Device) QueueNotify(index int) { d.life.Notify(index) }
 
 // Reset implements virtio.Device: it stops the worker, waits for it to
 // finish the request in flight and exit, and forgets the queue, memory,
 // interrupt and acknowledged features. It never fails.
-func (d *Device) Reset() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.stopWorker()
-	d.acked.Store(0)
-	return nil
-}
-
-// stopWorker stops the worker, if any; d.mu is held.
-func (d *Device) stopWorker() {
-	if w := d.w.Swap(nil); w != nil {
-		close(w.stop)
-		<-w.done
-	}
-}
+func (d *Device) Reset() error { return d.life.Reset() }
 
 // worker owns the queue between Activate and Reset: a virtio.Queue is not
 // safe for concurrent use, so only this goroutine touches it.
 type worker struct {
+	*virtio.Worker
 	d        *Device
 	mem      *memory.Guest
 	q        *virtio.Queue
@@ -403,30 +356,24 @@ type worker struct {
 	limiter  *ratelimit.RateLimiter
 	m        *metrics.BlockMetrics
 	readOnly bool
-	notify   chan struct{} // capacity 1: a pending kick
-	stop     chan struct{} // closed by Reset
-	done     chan struct{} // closed when run returns
-	iov      [][]byte      // data buffers of the request at hand, reused
+	iov      [][]byte // data buffers of the request at hand, reused
 }
 
 func (d *Device) newWorker(mem *memory.Guest, q *virtio.Queue, irq virtio.Interrupt) *worker {
 	return &worker{
-		d: d, mem: mem, q: q, irq: irq,
+		Worker: virtio.NewWorker(),
+		d:      d, mem: mem, q: q, irq: irq,
 		limiter: d.limiter, m: d.m, readOnly: d.readOnly,
-		notify: make(chan struct{}, 1),
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
 	}
 }
 
 func (w *worker) run() {
-	defer close(w.done)
 	unblocked := w.limiter.Unblocked()
 	for {
 		select {
-		case <-w.stop:
+		case <-w.Done():
 			return
-		case <-w.notify:
+		case <-w.Wake():
 			// Firecracker's process_queue_event.
 			w.m.QueueEventCount.Inc()
 			if w.limiter.IsBlocked() {
@@ -446,42 +393,13 @@ func (w *worker) run() {
 	}
 }
 
-// stopping reports whether Reset is waiting for the worker, so that a long
-// drain of a queue the guest keeps refilling does not hold Reset up.
-func (w *worker) stopping() bool {
-	select {
-	case <-w.stop:
-		return true
-	default:
-		return false
-	}
-}
-
 // process serves every available request (Firecracker's process_queue)
 // until the queue is empty, the limiter refuses or the device is being
 // reset, then interrupts the driver if it returned anything.
 func (w *worker) process() {
 	usedAny := false
-	for !w.stopping() {
-		c, err := w.q.PopOrEnableNotification(w.mem)
-		if err != nil {
-			var ce *virtio.ChainError
-			if !errors.As(err, &ce) {
-				// The avail ring itself is corrupt: there is nothing
-				// sensible to pop until the driver resets the device.
-				log.RateLimited(&rlAvail).Errorf("block: Could not pop from the block queue: %v", err)
-				w.m.EventFails.Inc()
-				break
-			}
-			// A chain the queue rejects fails to parse, for Firecracker.
-			log.RateLimited(&rlParse).Errorf("Failed to parse available descriptor chain: %v", err)
-			w.m.ExecuteFails.Inc()
-			// An out-of-range head cannot be returned, and is dropped.
-			if w.q.AddUsed(w.mem, ce.Head, 0) == nil {
-				usedAny = true
-			}
-			continue
-		}
+	for {
+		c := w.Pop(w.q, w.mem, &usedAny, w.popFault)
 		if c == nil {
 			break
 		}
@@ -500,14 +418,25 @@ func (w *worker) process() {
 			log.RateLimited(&rlUsed).Errorf("Failed to add available descriptor head %d: %v", c.Head, err)
 		}
 	}
-	if usedAny && w.q.NeedsNotification(w.mem) {
-		if err := w.irq.TriggerQueue(0); err != nil {
-			log.RateLimited(&rlIRQ).Errorf("block: %v", err)
-			w.m.EventFails.Inc()
-		}
+	if err := w.q.Signal(w.mem, w.irq, 0, usedAny); err != nil {
+		log.RateLimited(&rlIRQ).Errorf("block: %v", err)
+		w.m.EventFails.Inc()
 	}
 	if !usedAny {
 		w.m.NoAvailBuffer.Inc()
+	}
+}
+
+// popFault logs and counts a ring error met by Pop.
+func (w *worker) popFault(f virtio.PopFault, err error) {
+	switch f {
+	case virtio.CorruptRing:
+		log.RateLimited(&rlAvail).Errorf("block: Could not pop from the block queue: %v", err)
+		w.m.EventFails.Inc()
+	case virtio.MalformedChain:
+		// A chain the queue rejects fails to parse, for Firecracker.
+		log.RateLimited(&rlParse).Errorf("Failed to parse available descriptor chain: %v", err)
+		w.m.ExecuteFails.Inc()
 	}
 }
 
@@ -533,14 +462,8 @@ func (w *worker) handle(c *virtio.DescriptorChain) (n uint32, ok bool) {
 // a transfer, with the op refunded if the bytes are refused (Firecracker's
 // Request::rate_limit).
 func (w *worker) consume(req request) bool {
-	if !w.limiter.Consume(1, ratelimit.Ops) {
-		return false
-	}
 	if req.typ == TypeIn || req.typ == TypeOut {
-		if !w.limiter.Consume(uint64(req.dataLen), ratelimit.Bytes) {
-			w.limiter.ManualReplenish(1, ratelimit.Ops)
-			return false
-		}
+		return w.limiter.ConsumeRequest(uint64(req.dataLen))
 	}
-	return true
+	return w.limiter.Consume(1, ratelimit.Ops)
 }

@@ -35,24 +35,6 @@ const (
 	fileSize   = 1 << 20
 )
 
-// testIRQ records the device's interrupts.
-type testIRQ struct {
-	queue, config atomic.Int32
-	ch            chan struct{} // a value after each trigger, capacity 1
-}
-
-func newIRQ() *testIRQ { return &testIRQ{ch: make(chan struct{}, 1)} }
-
-func (i *testIRQ) signal() {
-	select {
-	case i.ch <- struct{}{}:
-	default:
-	}
-}
-
-func (i *testIRQ) TriggerQueue(int) error { i.queue.Add(1); i.signal(); return nil }
-func (i *testIRQ) TriggerConfig() error   { i.config.Add(1); i.signal(); return nil }
-
 // pattern is the initial content of test disks: every byte depends on its
 // offset, so a read of the wrong sector shows.
 func pattern(off int64, n int) []byte {
@@ -106,7 +88,7 @@ type rig struct {
 	t    *testing.T
 	mem  *memory.Guest
 	dev  *Device
-	irq  *testIRQ
+	irq  *virtiotest.IRQ
 	ring *virtiotest.Ring
 	path string
 	m    *metrics.BlockMetrics
@@ -120,26 +102,17 @@ func newRig(t *testing.T, o rigOpts) *rig {
 	if o.ringSize == 0 {
 		o.ringSize = 256
 	}
-	mem, err := virtiotest.NewMemory(0, ramSize)
-	if err != nil {
-		t.Fatal(err)
-	}
+	mem := virtiotest.MemoryAt(t, 0, ramSize)
 	path := tempDisk(t, o.size)
 	id := uniqueID()
 	dev, err := New(Config{ID: id, File: open(t, path, o.readOnly), ReadOnly: o.readOnly, Cache: o.cache, Limiter: o.limiter})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Stop the worker before unmapping the memory it uses.
-	t.Cleanup(func() {
-		dev.Close()
-		mem.Close()
-	})
-	r := &rig{t: t, mem: mem, dev: dev, irq: newIRQ(), path: path, m: metrics.Default.Block(id)}
-	r.ring, err = virtiotest.NewRing(mem, ringBase, o.ringSize)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Stop the worker before the memory it uses is unmapped.
+	t.Cleanup(func() { dev.Close() })
+	r := &rig{t: t, mem: mem, dev: dev, irq: &virtiotest.IRQ{}, path: path, m: metrics.Default.Block(id)}
+	r.ring = virtiotest.RingAt(t, mem, ringBase, o.ringSize)
 	if !o.inactive {
 		r.activate(o.eventIdx)
 	}
@@ -149,11 +122,7 @@ func newRig(t *testing.T, o rigOpts) *rig {
 // activate starts the device on r.ring as a transport would.
 func (r *rig) activate(eventIdx bool) {
 	r.t.Helper()
-	q := r.ring.Queue()
-	if err := q.Initialize(r.mem); err != nil {
-		r.t.Fatal(err)
-	}
-	q.EventIdx = eventIdx
+	q := r.ring.InitQueue(r.t, eventIdx)
 	if err := r.dev.Activate(r.mem, []*virtio.Queue{q}, r.irq); err != nil {
 		r.t.Fatal(err)
 	}
@@ -187,18 +156,12 @@ func (r *rig) status(addr uint64) virtiotest.Buffer {
 
 func (r *rig) write(addr uint64, b []byte) {
 	r.t.Helper()
-	if err := r.mem.WriteAt(b, addr); err != nil {
-		r.t.Fatal(err)
-	}
+	virtiotest.WriteGuest(r.t, r.mem, addr, b)
 }
 
 func (r *rig) read(addr uint64, n int) []byte {
 	r.t.Helper()
-	b := make([]byte, n)
-	if err := r.mem.ReadAt(b, addr); err != nil {
-		r.t.Fatal(err)
-	}
-	return b
+	return virtiotest.ReadGuest(r.t, r.mem, addr, n)
 }
 
 func (r *rig) fill(addr uint64, n int, v byte) { r.write(addr, bytes.Repeat([]byte{v}, n)) }
@@ -207,11 +170,7 @@ func (r *rig) statusAt(addr uint64) byte { return r.read(addr, 1)[0] }
 
 func (r *rig) add(bufs ...virtiotest.Buffer) uint16 {
 	r.t.Helper()
-	h, err := r.ring.AddChain(bufs...)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	return h
+	return r.ring.Add(r.t, bufs...)
 }
 
 func (r *rig) kick() { r.dev.QueueNotify(0) }
@@ -219,26 +178,7 @@ func (r *rig) kick() { r.dev.QueueNotify(0) }
 // waitUsed waits for n used entries and returns them.
 func (r *rig) waitUsed(n int) []virtiotest.Used {
 	r.t.Helper()
-	var out []virtiotest.Used
-	deadline := time.Now().Add(10 * time.Second)
-	for len(out) < n {
-		u, ok, err := r.ring.PopUsed()
-		if err != nil {
-			r.t.Fatal(err)
-		}
-		if ok {
-			out = append(out, u)
-			continue
-		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("got %d used entries, want %d: %+v", len(out), n, out)
-		}
-		select {
-		case <-r.irq.ch:
-		case <-time.After(time.Millisecond):
-		}
-	}
-	return out
+	return r.ring.WaitUsed(r.t, n)
 }
 
 // do submits one chain and returns its used entry.
@@ -262,28 +202,6 @@ func (r *rig) fileBytes() []byte {
 	}
 	return b
 }
-
-// eventually polls cond for up to 10 s.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(100 * time.Microsecond)
-	}
-}
-
-// delta snapshots a counter, for "grew by" checks.
-type delta struct {
-	m    *metrics.IncMetric
-	base uint64
-}
-
-func track(m *metrics.IncMetric) delta  { return delta{m, m.Count()} }
-func (d delta) get() uint64             { return d.m.Count() - d.base }
-func (d delta) is(n uint64) func() bool { return func() bool { return d.get() == n } }
 
 func wantUsed(t *testing.T, u virtiotest.Used, n uint32) {
 	t.Helper()
@@ -331,11 +249,11 @@ func TestIdentity(t *testing.T) {
 			if !bytes.Equal(hi, cfg[4:8]) {
 				t.Fatalf("config at 4 reads %v, want %v", hi, cfg[4:8])
 			}
-			fails := track(&r.m.CfgFails)
+			fails := virtiotest.Track(&r.m.CfgFails)
 			d.WriteConfig(0, []byte{1, 2, 3, 4})
 			d.ReadConfig(0, cfg[:8])
-			if binary.LittleEndian.Uint64(cfg) != fileSize/512 || fails.get() != 1 {
-				t.Fatalf("config write took effect or was not counted (cfg_fails %d)", fails.get())
+			if binary.LittleEndian.Uint64(cfg) != fileSize/512 || fails.Get() != 1 {
+				t.Fatalf("config write took effect or was not counted (cfg_fails %d)", fails.Get())
 			}
 			if d.ID() == "" || d.Limiter() == nil || d.Activated() {
 				t.Fatal("bad id, nil limiter or active when new")
@@ -370,7 +288,7 @@ func TestNewErrors(t *testing.T) {
 
 func TestRead(t *testing.T) {
 	r := newRig(t, rigOpts{})
-	reads, rbytes := track(&r.m.ReadCount), track(&r.m.ReadBytes)
+	reads, rbytes := virtiotest.Track(&r.m.ReadCount), virtiotest.Track(&r.m.ReadBytes)
 	const n = 1024
 	r.fill(dataBase-16, n+32, 0xaa) // guards either side
 	u := r.do(r.header(hdrBase, TypeIn, 3), wbuf(dataBase, n), r.status(statusBase))
@@ -385,10 +303,10 @@ func TestRead(t *testing.T) {
 		!bytes.Equal(r.read(dataBase+n, 16), bytes.Repeat([]byte{0xaa}, 16)) {
 		t.Fatal("wrote outside the data buffer")
 	}
-	if reads.get() != 1 || rbytes.get() != n {
-		t.Fatalf("metrics: read_count %d, read_bytes %d", reads.get(), rbytes.get())
+	if reads.Get() != 1 || rbytes.Get() != n {
+		t.Fatalf("metrics: read_count %d, read_bytes %d", reads.Get(), rbytes.Get())
 	}
-	eventually(t, "interrupt", func() bool { return r.irq.queue.Load() == 1 })
+	virtiotest.Eventually(t, "interrupt", func() bool { return r.irq.Queues() == 1 })
 
 	// The last sector of the disk.
 	u = r.do(r.header(hdrBase, TypeIn, fileSize/512-1), wbuf(dataBase, 512), r.status(statusBase))
@@ -428,7 +346,7 @@ func TestAnyLayout(t *testing.T) {
 
 func TestWrite(t *testing.T) {
 	r := newRig(t, rigOpts{})
-	writes, wbytes := track(&r.m.WriteCount), track(&r.m.WriteBytes)
+	writes, wbytes := virtiotest.Track(&r.m.WriteCount), virtiotest.Track(&r.m.WriteBytes)
 	data := bytes.Repeat([]byte("squib!!\n"), 1536/8)
 	r.write(dataBase, data)
 	u := r.do(r.header(hdrBase, TypeOut, 5), rbuf(dataBase, uint32(len(data))), r.status(statusBase))
@@ -441,8 +359,8 @@ func TestWrite(t *testing.T) {
 	if got := r.fileBytes(); !bytes.Equal(got, want) {
 		t.Fatal("file content after the write is wrong")
 	}
-	if writes.get() != 1 || wbytes.get() != uint64(len(data)) {
-		t.Fatalf("metrics: write_count %d, write_bytes %d", writes.get(), wbytes.get())
+	if writes.Get() != 1 || wbytes.Get() != uint64(len(data)) {
+		t.Fatalf("metrics: write_count %d, write_bytes %d", writes.Get(), wbytes.Get())
 	}
 	// And the guest reads it back.
 	r.fill(dataBase+0x10000, len(data), 0)
@@ -468,7 +386,7 @@ func TestReadOnly(t *testing.T) {
 			if r.dev.AvailableFeatures()&(1<<FeatureRO) == 0 {
 				t.Fatal("VIRTIO_BLK_F_RO not offered")
 			}
-			invalid, writes := track(&r.m.InvalidReqsCount), track(&r.m.WriteCount)
+			invalid, writes := virtiotest.Track(&r.m.InvalidReqsCount), virtiotest.Track(&r.m.WriteCount)
 			r.fill(dataBase, 512, 0x77)
 			u := r.do(r.header(hdrBase, TypeOut, 0), rbuf(dataBase, 512), r.status(statusBase))
 			wantUsed(t, u, 1)
@@ -478,8 +396,8 @@ func TestReadOnly(t *testing.T) {
 			if !bytes.Equal(r.fileBytes(), pattern(0, fileSize)) {
 				t.Fatal("a read-only drive was written")
 			}
-			if invalid.get() != 1 || writes.get() != 0 {
-				t.Fatalf("metrics: invalid_reqs_count %d, write_count %d", invalid.get(), writes.get())
+			if invalid.Get() != 1 || writes.Get() != 0 {
+				t.Fatalf("metrics: invalid_reqs_count %d, write_count %d", invalid.Get(), writes.Get())
 			}
 			// Reads and flushes work.
 			u = r.do(r.header(hdrBase, TypeIn, 0), wbuf(dataBase, 512), r.status(statusBase))
@@ -499,7 +417,7 @@ func TestFlush(t *testing.T) {
 	for _, cache := range []CacheType{CacheUnsafe, CacheWriteback} {
 		t.Run(cache.String(), func(t *testing.T) {
 			r := newRig(t, rigOpts{cache: cache})
-			flushes := track(&r.m.FlushCount)
+			flushes := virtiotest.Track(&r.m.FlushCount)
 			u := r.do(r.header(hdrBase, TypeFlush, 0), r.status(statusBase))
 			wantUsed(t, u, 1)
 			if s := r.statusAt(statusBase); s != StatusOK {
@@ -515,8 +433,8 @@ func TestFlush(t *testing.T) {
 			if r.statusAt(statusBase) != StatusOK || !bytes.Equal(r.read(dataBase, 512), bytes.Repeat([]byte{0x33}, 512)) {
 				t.Fatal("flush with data")
 			}
-			if flushes.get() != 3 {
-				t.Fatalf("flush_count %d", flushes.get())
+			if flushes.Get() != 3 {
+				t.Fatalf("flush_count %d", flushes.Get())
 			}
 		})
 	}
@@ -565,7 +483,7 @@ func TestGetID(t *testing.T) {
 
 func TestUnsupported(t *testing.T) {
 	r := newRig(t, rigOpts{})
-	invalid := track(&r.m.InvalidReqsCount)
+	invalid := virtiotest.Track(&r.m.InvalidReqsCount)
 	for _, typ := range []uint32{2, 3, 11, 13, 0xffffffff} {
 		r.fill(dataBase, 512, 0x44)
 		u := r.do(r.header(hdrBase, typ, 0), rbuf(dataBase, 512), r.status(statusBase))
@@ -574,8 +492,8 @@ func TestUnsupported(t *testing.T) {
 			t.Fatalf("type %d: status %d, want UNSUPP", typ, s)
 		}
 	}
-	if invalid.get() != 5 {
-		t.Fatalf("invalid_reqs_count %d", invalid.get())
+	if invalid.Get() != 5 {
+		t.Fatalf("invalid_reqs_count %d", invalid.Get())
 	}
 	if !bytes.Equal(r.fileBytes(), pattern(0, fileSize)) {
 		t.Fatal("an unsupported request changed the disk")
@@ -652,7 +570,7 @@ func TestMalformed(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			r.t = t
-			fails, reads, writes := track(&r.m.ExecuteFails), track(&r.m.ReadBytes), track(&r.m.WriteBytes)
+			fails, reads, writes := virtiotest.Track(&r.m.ExecuteFails), virtiotest.Track(&r.m.ReadBytes), virtiotest.Track(&r.m.WriteBytes)
 			r.fill(dataBase, 1024, 0x99)
 			r.write(statusBase, []byte{sentinel})
 			u := r.do(tc.build(r)...)
@@ -663,8 +581,8 @@ func TestMalformed(t *testing.T) {
 			if !bytes.Equal(r.read(dataBase, 1024), bytes.Repeat([]byte{0x99}, 1024)) {
 				t.Fatal("data buffer written")
 			}
-			if fails.get() != 1 || reads.get() != 0 || writes.get() != 0 {
-				t.Fatalf("metrics: execute_fails %d, read_bytes %d, write_bytes %d", fails.get(), reads.get(), writes.get())
+			if fails.Get() != 1 || reads.Get() != 0 || writes.Get() != 0 {
+				t.Fatalf("metrics: execute_fails %d, read_bytes %d, write_bytes %d", fails.Get(), reads.Get(), writes.Get())
 			}
 		})
 	}
@@ -677,7 +595,7 @@ func TestMalformed(t *testing.T) {
 // capacity hits end of file.
 func TestIOError(t *testing.T) {
 	r := newRig(t, rigOpts{})
-	invalid := track(&r.m.InvalidReqsCount)
+	invalid := virtiotest.Track(&r.m.InvalidReqsCount)
 	if err := os.Truncate(r.path, fileSize/2); err != nil {
 		t.Fatal(err)
 	}
@@ -686,14 +604,14 @@ func TestIOError(t *testing.T) {
 	if s := r.statusAt(statusBase); s != StatusIOErr {
 		t.Fatalf("status %d, want IOERR", s)
 	}
-	if invalid.get() != 1 {
-		t.Fatalf("invalid_reqs_count %d", invalid.get())
+	if invalid.Get() != 1 {
+		t.Fatalf("invalid_reqs_count %d", invalid.Get())
 	}
 }
 
 func TestUpdateFile(t *testing.T) {
 	r := newRig(t, rigOpts{inactive: true})
-	updates, fails := track(&r.m.UpdateCount), track(&r.m.UpdateFails)
+	updates, fails := virtiotest.Track(&r.m.UpdateCount), virtiotest.Track(&r.m.UpdateFails)
 
 	// Before activation: no driver to tell.
 	p2 := tempDisk(t, 2*fileSize+300)
@@ -701,8 +619,8 @@ func TestUpdateFile(t *testing.T) {
 	if err := r.dev.UpdateFile(open(t, p2, false)); err != nil {
 		t.Fatal(err)
 	}
-	if r.dev.Capacity() != 2*fileSize/512 || r.irq.config.Load() != 0 {
-		t.Fatalf("capacity %d, config interrupts %d", r.dev.Capacity(), r.irq.config.Load())
+	if r.dev.Capacity() != 2*fileSize/512 || r.irq.Config() != 0 {
+		t.Fatalf("capacity %d, config interrupts %d", r.dev.Capacity(), r.irq.Config())
 	}
 	if _, err := old.Write([]byte{1}); !errors.Is(err, os.ErrClosed) {
 		t.Fatalf("old file not closed: %v", err)
@@ -721,8 +639,8 @@ func TestUpdateFile(t *testing.T) {
 	if err := r.dev.UpdateFile(open(t, p3, false)); err != nil {
 		t.Fatal(err)
 	}
-	if r.irq.config.Load() != 1 {
-		t.Fatalf("%d config interrupts, want 1", r.irq.config.Load())
+	if r.irq.Config() != 1 {
+		t.Fatalf("%d config interrupts, want 1", r.irq.Config())
 	}
 	cfg := make([]byte, 8)
 	r.dev.ReadConfig(0, cfg)
@@ -731,8 +649,8 @@ func TestUpdateFile(t *testing.T) {
 	}
 	u = r.do(r.header(hdrBase, TypeIn, 16), wbuf(dataBase, 512), r.status(statusBase))
 	wantUsed(t, u, 0) // past the new end
-	if updates.get() != 2 || fails.get() != 0 {
-		t.Fatalf("metrics: update_count %d, update_fails %d", updates.get(), fails.get())
+	if updates.Get() != 2 || fails.Get() != 0 {
+		t.Fatalf("metrics: update_count %d, update_fails %d", updates.Get(), fails.Get())
 	}
 
 	// Failures keep the current file.
@@ -750,8 +668,8 @@ func TestUpdateFile(t *testing.T) {
 	if _, err := pipeR.Read(make([]byte, 1)); !errors.Is(err, os.ErrClosed) {
 		t.Fatalf("refused file not closed: %v", err)
 	}
-	if fails.get() != 2 || updates.get() != 2 || r.dev.Capacity() != 16 {
-		t.Fatalf("after failed updates: update_fails %d, update_count %d, capacity %d", fails.get(), updates.get(), r.dev.Capacity())
+	if fails.Get() != 2 || updates.Get() != 2 || r.dev.Capacity() != 16 {
+		t.Fatalf("after failed updates: update_fails %d, update_count %d, capacity %d", fails.Get(), updates.Get(), r.dev.Capacity())
 	}
 }
 
@@ -832,72 +750,11 @@ func TestUpdateFileUnderLoad(t *testing.T) {
 	}
 }
 
-// fakeClock drives a rate limiter by hand.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Duration
-	timers []*fakeTimer
-}
-
-type fakeTimer struct {
-	c     *fakeClock
-	at    time.Duration
-	f     func()
-	armed bool
-}
-
-func (c *fakeClock) Now() time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) AfterFunc(d time.Duration, f func()) ratelimit.Timer {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &fakeTimer{c: c, at: c.now + d, f: f, armed: true}
-	c.timers = append(c.timers, t)
-	return t
-}
-
-func (t *fakeTimer) Reset(d time.Duration) bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	was := t.armed
-	t.at, t.armed = t.c.now+d, true
-	return was
-}
-
-func (t *fakeTimer) Stop() bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	was := t.armed
-	t.armed = false
-	return was
-}
-
-// advance moves the clock on and runs the timers that come due.
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.now += d
-	var due []func()
-	for _, t := range c.timers {
-		if t.armed && t.at <= c.now {
-			t.armed = false
-			due = append(due, t.f)
-		}
-	}
-	c.mu.Unlock()
-	for _, f := range due {
-		f()
-	}
-}
-
 func TestRateLimiterOps(t *testing.T) {
-	clk := &fakeClock{}
+	clk := &ratelimit.ManualClock{}
 	lim := ratelimit.New(nil, ratelimit.NewTokenBucket(1, 0, 1000)).WithClock(clk)
 	r := newRig(t, rigOpts{limiter: lim, inactive: true})
-	throttled, events, queueEvents := track(&r.m.RateLimiterThrottledEvents), track(&r.m.RateLimiterEventCount), track(&r.m.QueueEventCount)
+	throttled, events, queueEvents := virtiotest.Track(&r.m.RateLimiterThrottledEvents), virtiotest.Track(&r.m.RateLimiterEventCount), virtiotest.Track(&r.m.QueueEventCount)
 	h1 := r.add(r.header(hdrBase, TypeIn, 1), wbuf(dataBase, 512), r.status(statusBase))
 	h2 := r.add(r.header(hdrBase+16, TypeIn, 2), wbuf(dataBase+512, 512), r.status(statusBase+1))
 	r.activate(false)
@@ -906,55 +763,55 @@ func TestRateLimiterOps(t *testing.T) {
 	if u := r.waitUsed(1)[0]; u.ID != uint32(h1) || u.Len != 513 {
 		t.Fatalf("used %+v", u)
 	}
-	eventually(t, "throttling", throttled.is(1))
+	virtiotest.Eventually(t, "throttling", throttled.Is(1))
 	if _, ok, _ := r.ring.PopUsed(); ok || r.statusAt(statusBase+1) != sentinel {
 		t.Fatal("second request served without tokens")
 	}
 	// A kick while blocked is counted and ignored.
 	r.kick()
-	eventually(t, "throttled kick", throttled.is(2))
-	if queueEvents.get() != 2 {
-		t.Fatalf("queue_event_count %d", queueEvents.get())
+	virtiotest.Eventually(t, "throttled kick", throttled.Is(2))
+	if queueEvents.Get() != 2 {
+		t.Fatalf("queue_event_count %d", queueEvents.Get())
 	}
 	if _, ok, _ := r.ring.PopUsed(); ok {
 		t.Fatal("request served while blocked")
 	}
 	// The refill timer fires: the device retries and the bucket has
 	// refilled.
-	clk.advance(time.Second)
+	clk.Jump(time.Second)
 	if u := r.waitUsed(1)[0]; u.ID != uint32(h2) || u.Len != 513 {
 		t.Fatalf("used %+v", u)
 	}
 	if r.statusAt(statusBase+1) != StatusOK || !bytes.Equal(r.read(dataBase+512, 512), pattern(1024, 512)) {
 		t.Fatal("throttled request served wrong")
 	}
-	if events.get() != 1 || throttled.get() != 2 {
-		t.Fatalf("rate_limiter_event_count %d, throttled %d", events.get(), throttled.get())
+	if events.Get() != 1 || throttled.Get() != 2 {
+		t.Fatalf("rate_limiter_event_count %d, throttled %d", events.Get(), throttled.Get())
 	}
 }
 
 func TestRateLimiterBytes(t *testing.T) {
-	clk := &fakeClock{}
+	clk := &ratelimit.ManualClock{}
 	// Two ops that (practically) never refill: a refused request whose
 	// op were not refunded would leave none for the retry.
 	lim := ratelimit.New(ratelimit.NewTokenBucket(512, 0, 1000), ratelimit.NewTokenBucket(3, 0, 1e9)).WithClock(clk)
 	r := newRig(t, rigOpts{limiter: lim})
-	throttled := track(&r.m.RateLimiterThrottledEvents)
+	throttled := virtiotest.Track(&r.m.RateLimiterThrottledEvents)
 
 	u := r.do(r.header(hdrBase, TypeIn, 0), wbuf(dataBase, 512), r.status(statusBase))
 	wantUsed(t, u, 513)
 	// The bandwidth bucket is empty, but FLUSH and GET_ID cost no bytes.
 	u = r.do(r.header(hdrBase, TypeGetID, 0), wbuf(dataBase, 20), r.status(statusBase))
 	wantUsed(t, u, 21)
-	if throttled.get() != 0 {
+	if throttled.Get() != 0 {
 		t.Fatal("GET_ID throttled on bytes")
 	}
 	// A write needs bytes: refused, op refunded.
 	r.write(dataBase, bytes.Repeat([]byte{1}, 512))
 	h := r.add(r.header(hdrBase, TypeOut, 0), rbuf(dataBase, 512), r.status(statusBase))
 	r.kick()
-	eventually(t, "throttling", throttled.is(1))
-	clk.advance(time.Second)
+	virtiotest.Eventually(t, "throttling", throttled.Is(1))
+	clk.Jump(time.Second)
 	if u := r.waitUsed(1)[0]; u.ID != uint32(h) || u.Len != 1 || r.statusAt(statusBase) != StatusOK {
 		t.Fatalf("throttled write: used %+v, status %d", u, r.statusAt(statusBase))
 	}
@@ -964,7 +821,7 @@ func TestRateLimiterBytes(t *testing.T) {
 	// All three ops are spent now: even a flush waits.
 	r.add(r.header(hdrBase, TypeFlush, 0), r.status(statusBase))
 	r.kick()
-	eventually(t, "throttled flush", throttled.is(2))
+	virtiotest.Eventually(t, "throttled flush", throttled.Is(2))
 	if _, ok, _ := r.ring.PopUsed(); ok {
 		t.Fatal("flush served without an op")
 	}
@@ -972,7 +829,7 @@ func TestRateLimiterBytes(t *testing.T) {
 
 // TestParseErrorsCostNothing: a chain that does not parse takes no tokens.
 func TestParseErrorsCostNothing(t *testing.T) {
-	clk := &fakeClock{}
+	clk := &ratelimit.ManualClock{}
 	lim := ratelimit.New(nil, ratelimit.NewTokenBucket(1, 0, 1e9)).WithClock(clk)
 	r := newRig(t, rigOpts{limiter: lim})
 	for range 3 {
@@ -983,29 +840,22 @@ func TestParseErrorsCostNothing(t *testing.T) {
 	wantUsed(t, u, 513)
 }
 
-func goroutinesBack(t *testing.T, base int) {
-	t.Helper()
-	eventually(t, "worker exit", func() bool { return runtime.NumGoroutine() <= base })
-}
-
 func TestResetStopsWorker(t *testing.T) {
 	base := runtime.NumGoroutine()
 	r := newRig(t, rigOpts{})
 	u := r.do(r.header(hdrBase, TypeIn, 0), wbuf(dataBase, 512), r.status(statusBase))
 	wantUsed(t, u, 513)
-	w := r.dev.w.Load()
+	w := r.dev.life.Current()
 	if err := r.dev.Reset(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-w.done:
-	default:
+	if w.Running() != 0 {
 		t.Fatal("Reset returned before the worker exited")
 	}
 	if r.dev.Activated() {
 		t.Fatal("active after reset")
 	}
-	goroutinesBack(t, base)
+	virtiotest.WaitGoroutines(t, base)
 	// A kick after reset goes nowhere.
 	r.add(r.header(hdrBase, TypeIn, 0), wbuf(dataBase, 512), r.status(statusBase))
 	r.kick()
@@ -1017,11 +867,7 @@ func TestResetStopsWorker(t *testing.T) {
 	}
 
 	// The driver starts over on a fresh ring.
-	var err error
-	r.ring, err = virtiotest.NewRing(r.mem, ringBase, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r.ring = virtiotest.RingAt(t, r.mem, ringBase, 64)
 	r.activate(true)
 	u = r.do(r.header(hdrBase, TypeIn, 4), wbuf(dataBase, 512), r.status(statusBase))
 	wantUsed(t, u, 513)
@@ -1031,7 +877,7 @@ func TestResetStopsWorker(t *testing.T) {
 	if err := r.dev.Close(); err != nil {
 		t.Fatal(err)
 	}
-	goroutinesBack(t, base)
+	virtiotest.WaitGoroutines(t, base)
 }
 
 // TestResetWhileBusy resets while kicks race with the worker.
@@ -1039,10 +885,7 @@ func TestResetWhileBusy(t *testing.T) {
 	r := newRig(t, rigOpts{inactive: true})
 	base := runtime.NumGoroutine()
 	for range 20 {
-		var err error
-		if r.ring, err = virtiotest.NewRing(r.mem, ringBase, 256); err != nil {
-			t.Fatal(err)
-		}
+		r.ring = virtiotest.RingAt(t, r.mem, ringBase, 256)
 		for i := range 64 {
 			r.add(r.header(hdrBase+uint64(i)*16, TypeIn, uint64(i)), wbuf(dataBase+uint64(i)*4096, 4096), r.status(statusBase+uint64(i)))
 		}
@@ -1061,7 +904,7 @@ func TestResetWhileBusy(t *testing.T) {
 			t.Fatal("active after reset")
 		}
 	}
-	goroutinesBack(t, base)
+	virtiotest.WaitGoroutines(t, base)
 }
 
 func TestClose(t *testing.T) {
@@ -1100,11 +943,7 @@ func TestClose(t *testing.T) {
 // interrupt decision are exact.
 func TestEventIdx(t *testing.T) {
 	r := newRig(t, rigOpts{inactive: true, ringSize: 16})
-	q := r.ring.Queue()
-	if err := q.Initialize(r.mem); err != nil {
-		t.Fatal(err)
-	}
-	q.EventIdx = true
+	q := r.ring.InitQueue(t, true)
 	w := r.dev.newWorker(r.mem, q, r.irq)
 	read := func(i uint64) {
 		r.add(r.header(hdrBase+16*i, TypeIn, i), wbuf(dataBase+512*i, 512), r.status(statusBase+i))
@@ -1113,7 +952,7 @@ func TestEventIdx(t *testing.T) {
 	r.ring.SetUsedEvent(0) // interrupt me after the first used entry
 	read(0)
 	w.process()
-	if n := r.irq.queue.Load(); n != 1 {
+	if n := r.irq.Queues(); n != 1 {
 		t.Fatalf("%d interrupts, want 1", n)
 	}
 	if ev, _ := r.ring.AvailEvent(); ev != 1 {
@@ -1123,14 +962,14 @@ func TestEventIdx(t *testing.T) {
 	r.ring.SetUsedEvent(5) // not before used index 6
 	read(1)
 	w.process()
-	if n := r.irq.queue.Load(); n != 1 {
+	if n := r.irq.Queues(); n != 1 {
 		t.Fatal("interrupt the driver suppressed")
 	}
 	for i := range uint64(4) {
 		read(2 + i)
 	}
 	w.process() // used index 2 -> 6 crosses used_event 5
-	if n := r.irq.queue.Load(); n != 2 {
+	if n := r.irq.Queues(); n != 2 {
 		t.Fatalf("%d interrupts, want 2", n)
 	}
 	if idx, _ := r.ring.UsedIdx(); idx != 6 {
@@ -1144,88 +983,50 @@ func TestEventIdx(t *testing.T) {
 	q.EventIdx = false
 	read(6)
 	w.process()
-	if n := r.irq.queue.Load(); n != 3 {
+	if n := r.irq.Queues(); n != 3 {
 		t.Fatalf("%d interrupts, want 3", n)
 	}
 	// And an empty batch does not, but counts no_avail_buffer.
-	none := track(&r.m.NoAvailBuffer)
+	none := virtiotest.Track(&r.m.NoAvailBuffer)
 	w.process()
-	if n := r.irq.queue.Load(); n != 3 || none.get() != 1 {
-		t.Fatalf("empty batch: %d interrupts, no_avail_buffer %d", n, none.get())
+	if n := r.irq.Queues(); n != 3 || none.Get() != 1 {
+		t.Fatalf("empty batch: %d interrupts, no_avail_buffer %d", n, none.Get())
 	}
 }
 
 func TestCorruptAvailIdx(t *testing.T) {
 	r := newRig(t, rigOpts{inactive: true, ringSize: 16})
-	q := r.ring.Queue()
-	if err := q.Initialize(r.mem); err != nil {
-		t.Fatal(err)
-	}
+	q := r.ring.InitQueue(t, false)
 	w := r.dev.newWorker(r.mem, q, r.irq)
-	fails := track(&r.m.EventFails)
+	fails := virtiotest.Track(&r.m.EventFails)
 	r.ring.SetAvailIdx(100)
 	w.process()
-	if fails.get() != 1 || r.irq.queue.Load() != 0 {
-		t.Fatalf("event_fails %d, interrupts %d", fails.get(), r.irq.queue.Load())
+	if fails.Get() != 1 || r.irq.Queues() != 0 {
+		t.Fatalf("event_fails %d, interrupts %d", fails.Get(), r.irq.Queues())
 	}
 }
-
-// line is an MMIO transport's interrupt line.
-type line struct{ n atomic.Int32 }
-
-func (l *line) Trigger() error { l.n.Add(1); return nil }
 
 // TestMMIO drives the device through the virtio-mmio transport as Linux's
 // virtio_mmio and virtio_blk drivers do.
 func TestMMIO(t *testing.T) {
-	mem, err := virtiotest.NewMemory(0, ramSize)
-	if err != nil {
-		t.Fatal(err)
-	}
+	mem := virtiotest.MemoryAt(t, 0, ramSize)
 	path := tempDisk(t, fileSize)
 	dev, err := New(Config{ID: uniqueID(), File: open(t, path, false), Cache: CacheWriteback})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		dev.Close()
-		mem.Close()
-	})
-	l := &line{}
-	tr, err := mmio.New(mem, dev, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rd := func(off uint64) uint32 {
-		var b [4]byte
-		tr.Read(off, b[:])
-		return binary.LittleEndian.Uint32(b[:])
-	}
-	wr := func(off uint64, v uint32) {
-		var b [4]byte
-		binary.LittleEndian.PutUint32(b[:], v)
-		tr.Write(off, b[:])
-	}
+	t.Cleanup(func() { dev.Close() })
+	tr, l := virtiotest.NewTransport(t, mem, dev)
+	rd := func(off uint64) uint32 { return virtiotest.Read32(tr, off) }
+	wr := func(off uint64, v uint32) { virtiotest.Write32(tr, off, v) }
 	if rd(0x00) != mmio.MagicValue || rd(0x04) != 2 || rd(0x08) != 2 {
 		t.Fatal("bad identification registers")
 	}
-	wr(0x70, 0)
-	wr(0x70, virtio.StatusAcknowledge)
-	wr(0x70, virtio.StatusAcknowledge|virtio.StatusDriver)
-	wr(0x14, 1)
-	hi := rd(0x10)
-	wr(0x14, 0)
-	lo := rd(0x10)
 	want := uint64(1)<<virtio.FeatureVersion1 | 1<<virtio.FeatureEventIdx | 1<<FeatureFlush
-	if got := uint64(hi)<<32 | uint64(lo); got != want {
+	if got := virtiotest.Negotiate(tr, nil); got != want {
 		t.Fatalf("offered %#x, want %#x", got, want)
 	}
-	wr(0x24, 1)
-	wr(0x20, hi)
-	wr(0x24, 0)
-	wr(0x20, lo)
 	sFeat := uint32(virtio.StatusAcknowledge | virtio.StatusDriver | virtio.StatusFeaturesOK)
-	wr(0x70, sFeat)
 	if rd(0x70) != sFeat || dev.AckedFeatures() != want {
 		t.Fatalf("status %#x, acked %#x", rd(0x70), dev.AckedFeatures())
 	}
@@ -1235,25 +1036,18 @@ func TestMMIO(t *testing.T) {
 	if binary.LittleEndian.Uint64(c[:]) != fileSize/512 || rd(mmio.ConfigOffset) != fileSize/512 || rd(mmio.ConfigOffset+4) != 0 {
 		t.Fatalf("capacity %v", c)
 	}
-	ring, err := virtiotest.NewRing(mem, ringBase, 128)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ring := virtiotest.RingAt(t, mem, ringBase, 128)
 	wr(0x30, 0)
 	if rd(0x34) != QueueSize {
 		t.Fatalf("queue num max %d", rd(0x34))
 	}
-	wr(0x38, uint32(ring.Size))
-	wr(0x80, uint32(ring.Desc))
-	wr(0x90, uint32(ring.Avail))
-	wr(0xa0, uint32(ring.Used))
-	wr(0x44, 1)
+	virtiotest.SetupQueue(tr, 0, ring)
 	wr(0x70, sFeat|virtio.StatusDriverOK)
 	if !dev.Activated() {
 		t.Fatal("not activated by DRIVER_OK")
 	}
 
-	r := &rig{t: t, mem: mem, dev: dev, irq: newIRQ(), ring: ring, path: path}
+	r := &rig{t: t, mem: mem, dev: dev, irq: &virtiotest.IRQ{}, ring: ring, path: path}
 	// Linux's first request: GET_ID, then a read of sector 0.
 	r.header(hdrBase, TypeIn, 0)
 	r.add(hdr(hdrBase), wbuf(dataBase, 4096), r.status(statusBase))
@@ -1264,7 +1058,7 @@ func TestMMIO(t *testing.T) {
 	if !bytes.Equal(r.read(dataBase, 4096), pattern(0, 4096)) {
 		t.Fatal("read through MMIO")
 	}
-	eventually(t, "interrupt", func() bool { return l.n.Load() >= 1 })
+	virtiotest.Eventually(t, "interrupt", func() bool { return l.Count() >= 1 })
 	if rd(0x60)&mmio.InterruptUsedRing == 0 {
 		t.Fatalf("interrupt status %#x", rd(0x60))
 	}

@@ -27,21 +27,6 @@ const (
 	fzFileSize = fzSectors*SectorSize + 100
 )
 
-// fzReader consumes fuzz input, yielding zeros once it runs out.
-type fzReader struct{ b []byte }
-
-func (r *fzReader) u8() byte {
-	if len(r.b) == 0 {
-		return 0
-	}
-	v := r.b[0]
-	r.b = r.b[1:]
-	return v
-}
-
-func (r *fzReader) u16() uint16 { return uint16(r.u8()) | uint16(r.u8())<<8 }
-func (r *fzReader) u24() uint32 { return uint32(r.u16()) | uint32(r.u8())<<16 }
-
 // fzTypes are the request types a type selector byte picks, weighted to
 // the ones the device serves.
 var fzTypes = [8]uint32{TypeIn, TypeOut, TypeFlush, TypeGetID, TypeIn, TypeOut, 2, 11}
@@ -67,12 +52,12 @@ func plantHeader(mem *memory.Guest, addr uint64, typeSel, sector byte) {
 	_ = mem.WriteAt(h[:], addr) // outside RAM: nothing to plant
 }
 
-func fzAddr(in *fzReader) uint64 { return fzBufMin + uint64(in.u24()&0x3ffff) }
+func fzAddr(in *virtiotest.FuzzInput) uint64 { return fzBufMin + uint64(in.U24()&0x3ffff) }
 
 // fzLen reads a buffer length: from fzLens when bit 7 of flags is set,
 // else a raw 13-bit length.
-func fzLen(in *fzReader, flags byte) uint32 {
-	n := in.u16()
+func fzLen(in *virtiotest.FuzzInput, flags byte) uint32 {
+	n := in.U16()
 	if flags&0x80 != 0 {
 		return fzLens[n%8]
 	}
@@ -82,13 +67,13 @@ func fzLen(in *fzReader, flags byte) uint32 {
 // buildChains adds chains the way a driver would: per chain a buffer
 // count, a type and a sector for a header planted in its first buffer,
 // then each buffer's address, length and flags.
-func buildChains(ring *virtiotest.Ring, in *fzReader) {
-	for n := 0; len(in.b) > 0 && n < fzSize+2; n++ {
-		bufs := make([]virtiotest.Buffer, in.u8()%5+1)
-		typeSel, sector := in.u8(), in.u8()
+func buildChains(ring *virtiotest.Ring, in *virtiotest.FuzzInput) {
+	for n := 0; in.Len() > 0 && n < fzSize+2; n++ {
+		bufs := make([]virtiotest.Buffer, in.U8()%5+1)
+		typeSel, sector := in.U8(), in.U8()
 		for i := range bufs {
 			addr := fzAddr(in)
-			flags := in.u8()
+			flags := in.U8()
 			bufs[i] = virtiotest.Buffer{Addr: addr, Len: fzLen(in, flags), Writable: flags&1 != 0}
 		}
 		if !bufs[0].Writable {
@@ -102,18 +87,18 @@ func buildChains(ring *virtiotest.Ring, in *fzReader) {
 // descriptor table verbatim (any flags, any next index, lengths up to
 // 4 GiB) and then publishes arbitrary heads, possibly more than the queue
 // holds.
-func buildRaw(ring *virtiotest.Ring, in *fzReader) {
-	for range in.u8() % 4 {
-		plantHeader(ring.Mem, fzAddr(in), in.u8(), in.u8())
+func buildRaw(ring *virtiotest.Ring, in *virtiotest.FuzzInput) {
+	for range in.U8() % 4 {
+		plantHeader(ring.Mem, fzAddr(in), in.U8(), in.U8())
 	}
 	for i := range uint16(fzSize) {
 		addr := fzAddr(in)
-		flags := in.u8()
+		flags := in.U8()
 		d := virtio.Descriptor{
 			Addr:  addr,
 			Len:   fzLen(in, flags),
 			Flags: uint16(flags & 0x7),
-			Next:  uint16(in.u8() % (2 * fzSize)),
+			Next:  uint16(in.U8() % (2 * fzSize)),
 		}
 		if flags&0x40 != 0 {
 			d.Len <<= 16 // huge: past any region, or towards 32-bit overflow
@@ -121,8 +106,8 @@ func buildRaw(ring *virtiotest.Ring, in *fzReader) {
 		ring.SetDesc(i, d)
 	}
 	var heads []uint16
-	for len(in.b) > 0 && len(heads) < 2*fzSize {
-		heads = append(heads, uint16(in.u8()%(fzSize+4)))
+	for in.Len() > 0 && len(heads) < 2*fzSize {
+		heads = append(heads, uint16(in.U8()%(fzSize+4)))
 	}
 	ring.Publish(heads...)
 }
@@ -136,7 +121,7 @@ func fzLimiter(sel byte) *ratelimit.RateLimiter {
 	}
 	ops := ratelimit.NewTokenBucket(uint64(sel&3), 0, 1000)
 	bw := ratelimit.NewTokenBucket(uint64(sel>>2)*64, 0, 1000)
-	return ratelimit.New(bw, ops).WithClock(&fakeClock{})
+	return ratelimit.New(bw, ops).WithClock(&ratelimit.ManualClock{})
 }
 
 // Seed helpers. A chain: buffer count-1, type selector, sector, then per
@@ -226,15 +211,8 @@ func FuzzRequest(f *testing.F) {
 	f.Add(byte(1), byte(0), cat(plants, table, []byte{0, 3, 6, 9, 19}))
 	f.Add(byte(3), byte(0), cat([]byte{0}, table, []byte{0, 0, 0}))
 
-	mem, err := memory.New([]memory.Layout{
-		{Start: 0, Size: fzRegion0},
-		{Start: fzRegion1, Size: fzEnd1 - fzRegion1},
-	}, memory.Options{})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { mem.Close() })
-	ringEnd := uint64(fzRing + virtiotest.RingBytes(fzSize))
+	mem := virtiotest.NewMemoryWithHole(f, fzRegion0, fzRegion1, fzEnd1)
+	var snap virtiotest.Snapshot
 
 	// On tmpfs where there is one, so that FLUSH (fdatasync) costs
 	// nothing and the fuzzer keeps its pace.
@@ -262,17 +240,12 @@ func FuzzRequest(f *testing.F) {
 	disk := make([]byte, fzFileSize)
 
 	f.Fuzz(func(t *testing.T, mode, lim byte, data []byte) {
-		for _, r := range mem.Regions() {
-			clear(r.Mem)
-		}
+		virtiotest.ClearMemory(mem)
 		if _, err := host.WriteAt(content, 0); err != nil {
 			t.Fatal(err)
 		}
-		ring, err := virtiotest.NewRing(mem, fzRing, fzSize)
-		if err != nil {
-			t.Fatal(err)
-		}
-		in := &fzReader{b: data}
+		ring := virtiotest.RingAt(t, mem, fzRing, fzSize)
+		in := virtiotest.NewFuzzInput(data)
 		if mode&1 != 0 {
 			buildRaw(ring, in)
 		} else {
@@ -281,18 +254,14 @@ func FuzzRequest(f *testing.F) {
 		if mode&2 != 0 {
 			ring.SetAvailIdx(ring.AvailIdx() + fzSize + 1) // corrupt
 		}
-		before := snapshot(mem)
+		snap.Take(mem)
 
-		q := ring.Queue()
-		if err := q.Initialize(mem); err != nil {
-			t.Fatal(err)
-		}
-		q.EventIdx = mode&4 != 0
+		q := ring.InitQueue(t, mode&4 != 0)
 		dev := rw
 		if mode&8 != 0 {
 			dev = ro
 		}
-		wk := dev.newWorker(mem, q, newIRQ())
+		wk := dev.newWorker(mem, q, &virtiotest.IRQ{})
 		// Drive the worker synchronously: run's select only decides when
 		// process runs. First under the fuzzed limiter, then as after
 		// the limiter's wake-up, with no limit left.
@@ -304,17 +273,7 @@ func FuzzRequest(f *testing.F) {
 		// Every used entry: a head in range and a length the chain's
 		// writable buffers can hold (0 for a chain that does not walk).
 		var total uint64
-		for {
-			u, ok, err := ring.PopUsed()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !ok {
-				break
-			}
-			if u.ID >= fzSize {
-				t.Fatalf("used head %d out of range", u.ID)
-			}
+		for _, u := range ring.PopAllUsed(t) {
 			if u.Len > 0 {
 				if room, ok := writableRoom(ring, uint16(u.ID)); !ok || uint64(u.Len) > room {
 					t.Fatalf("used {%d %d} for a chain with %d writable bytes (valid chain: %v)", u.ID, u.Len, room, ok)
@@ -323,29 +282,9 @@ func FuzzRequest(f *testing.F) {
 			total += uint64(u.Len)
 		}
 
-		// Every changed byte is in the rings or a writable buffer, and
-		// no more bytes changed than the used lengths account for.
-		allowed := writableRanges(ring)
-		var changed uint64
-		after := snapshot(mem)
-		for i, r := range mem.Regions() {
-			for off := range before[i] {
-				if before[i][off] == after[i][off] {
-					continue
-				}
-				addr := r.Start + uint64(off)
-				if addr >= fzRing && addr < ringEnd {
-					continue
-				}
-				changed++
-				if !inRanges(allowed, addr) {
-					t.Fatalf("byte at %#x written outside every writable buffer", addr)
-				}
-			}
-		}
-		if changed > total {
-			t.Fatalf("%d bytes changed, but used lengths add up to %d", changed, total)
-		}
+		// Every changed byte is in the ring or a writable buffer, and no
+		// more bytes changed than the used lengths account for.
+		snap.ExpectWrites(t, virtiotest.Spans{ring.Span()}, ring.WritableSpans(), total)
 
 		// The disk: same size, the tail past the capacity untouched, and
 		// nothing changed on a read-only drive.
@@ -364,65 +303,16 @@ func FuzzRequest(f *testing.F) {
 	})
 }
 
-func snapshot(mem *memory.Guest) [][]byte {
-	var out [][]byte
-	for _, r := range mem.Regions() {
-		out = append(out, bytes.Clone(r.Mem))
-	}
-	return out
-}
-
-// readDesc reads descriptor i of the ring's table as the driver left it.
-func readDesc(ring *virtiotest.Ring, i uint16) virtio.Descriptor {
-	var raw [16]byte
-	ring.Mem.ReadAt(raw[:], ring.Desc+16*uint64(i))
-	return virtio.Descriptor{
-		Addr:  binary.LittleEndian.Uint64(raw[0:]),
-		Len:   binary.LittleEndian.Uint32(raw[8:]),
-		Flags: binary.LittleEndian.Uint16(raw[12:]),
-		Next:  binary.LittleEndian.Uint16(raw[14:]),
-	}
-}
-
 // writableRoom follows the chain at head and returns the total length of
 // its writable buffers, and whether it is a chain at all (no loop, every
 // index in range).
 func writableRoom(ring *virtiotest.Ring, head uint16) (uint64, bool) {
+	descs, ok := ring.Chain(head)
 	var room uint64
-	idx := head
-	for range fzSize {
-		if idx >= fzSize {
-			return room, false
-		}
-		d := readDesc(ring, idx)
+	for _, d := range descs {
 		if d.IsWriteOnly() {
 			room += uint64(d.Len)
 		}
-		if d.Flags&virtio.DescFlagNext == 0 {
-			return room, true
-		}
-		idx = d.Next
 	}
-	return room, false
-}
-
-type span struct{ lo, hi uint64 }
-
-func writableRanges(ring *virtiotest.Ring) []span {
-	var out []span
-	for i := range uint16(fzSize) {
-		if d := readDesc(ring, i); d.IsWriteOnly() {
-			out = append(out, span{d.Addr, d.Addr + uint64(d.Len)})
-		}
-	}
-	return out
-}
-
-func inRanges(s []span, addr uint64) bool {
-	for _, r := range s {
-		if addr >= r.lo && addr < r.hi {
-			return true
-		}
-	}
-	return false
+	return room, ok
 }

@@ -67,11 +67,7 @@ func FuzzMMIO(f *testing.F) {
 	f.Add(byte(2), init)
 	f.Add(byte(0), append(op(opWrite, 0x70, 1), op(opWrite|0x30, 0x70, 3)...))
 
-	mem, err := virtiotest.NewMemory(0, 0x40000)
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { mem.Close() })
+	mem := virtiotest.MemoryAt(f, 0, 0x40000)
 
 	f.Fuzz(func(t *testing.T, variant byte, ops []byte) {
 		clear(mem.Regions()[0].Mem)
@@ -87,11 +83,7 @@ func FuzzMMIO(f *testing.F) {
 		if variant&2 != 0 {
 			dev.ActivateErr = virtiotest.ErrActivate
 		}
-		irq := &irqCounter{}
-		tr, err := mmio.New(mem, dev, irq)
-		if err != nil {
-			t.Fatal(err)
-		}
+		tr, _ := virtiotest.NewTransport(t, mem, dev)
 		var prev uint32
 		buf := make([]byte, 8)
 		for len(ops) >= 8 {

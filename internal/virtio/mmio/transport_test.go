@@ -3,7 +3,6 @@ package mmio_test
 import (
 	"encoding/binary"
 	"errors"
-	"sync/atomic"
 	"testing"
 
 	"github.com/squib-vmm/squib/internal/devices"
@@ -29,59 +28,33 @@ const (
 	sFail  = virtio.StatusFailed
 )
 
-type irqCounter struct {
-	n   atomic.Int32
-	err error
-}
-
-func (c *irqCounter) Trigger() error { c.n.Add(1); return c.err }
-
 type rig struct {
 	t   *testing.T
 	mem *memory.Guest
 	dev *virtiotest.Device
-	irq *irqCounter
+	irq *virtiotest.Line
 	tr  *mmio.Transport
 }
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	mem, err := virtiotest.NewMemory(ramStart, ramSize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mem.Close() })
+	mem := virtiotest.MemoryAt(t, ramStart, ramSize)
 	dev := &virtiotest.Device{
 		Type:     virtio.TypeBlock,
 		Features: 1<<virtio.FeatureVersion1 | 1<<virtio.FeatureEventIdx | 1<<5 | 1<<40,
 		MaxSizes: []uint16{256, 64},
 		Config:   []byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10},
 	}
-	irq := &irqCounter{}
-	tr, err := mmio.New(mem, dev, irq)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr, irq := virtiotest.NewTransport(t, mem, dev)
 	return &rig{t: t, mem: mem, dev: dev, irq: irq, tr: tr}
 }
 
-func (r *rig) rd(off uint64) uint32 {
-	var b [4]byte
-	r.tr.Read(off, b[:])
-	return binary.LittleEndian.Uint32(b[:])
-}
-
-func (r *rig) wr(off uint64, v uint32) {
-	var b [4]byte
-	binary.LittleEndian.PutUint32(b[:], v)
-	r.tr.Write(off, b[:])
-}
+func (r *rig) rd(off uint64) uint32    { return virtiotest.Read32(r.tr, off) }
+func (r *rig) wr(off uint64, v uint32) { virtiotest.Write32(r.tr, off, v) }
 
 func (r *rig) expectStatus(want uint32) {
 	r.t.Helper()
-	if got := r.rd(0x70); got != want {
-		r.t.Fatalf("status = %#x, want %#x", got, want)
-	}
+	virtiotest.ExpectStatus(r.t, r.tr, want)
 }
 
 // negotiate runs the driver up to FEATURES_OK, acknowledging features.
@@ -99,22 +72,12 @@ func (r *rig) negotiate(features uint64) {
 // setupQueue programs queue i as Linux does and returns its ring.
 func (r *rig) setupQueue(i uint32, size uint16) *virtiotest.Ring {
 	r.t.Helper()
-	ring, err := virtiotest.NewRing(r.mem, ringBase+uint64(i)*0x10000, size)
-	if err != nil {
-		r.t.Fatal(err)
-	}
+	ring := virtiotest.RingAt(r.t, r.mem, ringBase+uint64(i)*0x10000, size)
 	r.wr(0x30, i)
 	if r.rd(0x44) != 0 {
 		r.t.Fatalf("queue %d ready before setup", i)
 	}
-	r.wr(0x38, uint32(size))
-	r.wr(0x80, uint32(ring.Desc))
-	r.wr(0x84, uint32(ring.Desc>>32))
-	r.wr(0x90, uint32(ring.Avail))
-	r.wr(0x94, uint32(ring.Avail>>32))
-	r.wr(0xa0, uint32(ring.Used))
-	r.wr(0xa4, uint32(ring.Used>>32))
-	r.wr(0x44, 1)
+	virtiotest.SetupQueue(r.tr, i, ring)
 	if r.rd(0x44) != 1 {
 		r.t.Fatalf("queue %d not ready after setup", i)
 	}
@@ -202,8 +165,8 @@ func TestLinuxInitSequence(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if r.irq.n.Load() != 1 || r.rd(0x60) != mmio.InterruptUsedRing {
-		t.Fatalf("irqs %d, status %#x", r.irq.n.Load(), r.rd(0x60))
+	if r.irq.Count() != 1 || r.rd(0x60) != mmio.InterruptUsedRing {
+		t.Fatalf("irqs %d, status %#x", r.irq.Count(), r.rd(0x60))
 	}
 	r.dev.Interrupt().TriggerConfig()
 	if r.rd(0x60) != mmio.InterruptUsedRing|mmio.InterruptConfig {
@@ -346,8 +309,8 @@ func TestActivationFailure(t *testing.T) {
 		if r.dev.Active() || r.tr.Activated() {
 			t.Fatal("activated with a bad queue")
 		}
-		if r.rd(0x60) != mmio.InterruptConfig || r.irq.n.Load() != 1 {
-			t.Fatalf("no config interrupt: status %#x, %d irqs", r.rd(0x60), r.irq.n.Load())
+		if r.rd(0x60) != mmio.InterruptConfig || r.irq.Count() != 1 {
+			t.Fatalf("no config interrupt: status %#x, %d irqs", r.rd(0x60), r.irq.Count())
 		}
 		// Stuck until reset: config writes and feature acks refused.
 		r.tr.Write(0x100, []byte{0xff})
@@ -514,7 +477,7 @@ func TestInterruptAckNeedsDriverOK(t *testing.T) {
 	if r.rd(0x60) != mmio.InterruptConfig {
 		t.Fatal("interrupt acked before DRIVER_OK")
 	}
-	r.irq.err = errors.New("irqfd gone")
+	r.irq.SetErr(errors.New("irqfd gone"))
 	if err := r.tr.Interrupt().TriggerQueue(0); err == nil {
 		t.Fatal("trigger error lost")
 	}
@@ -544,13 +507,12 @@ func TestQueueNotify(t *testing.T) {
 
 func TestNewValidates(t *testing.T) {
 	mem, _ := virtiotest.NewMemory(0, 0x1000)
-	defer mem.Close()
 	for _, sizes := range [][]uint16{{0}, {100}, {512}, {256, 3}} {
-		if _, err := mmio.New(mem, &virtiotest.Device{MaxSizes: sizes}, &irqCounter{}); err == nil {
+		if _, err := mmio.New(mem, &virtiotest.Device{MaxSizes: sizes}, &virtiotest.Line{}); err == nil {
 			t.Errorf("sizes %v accepted", sizes)
 		}
 	}
-	if _, err := mmio.New(nil, &virtiotest.Device{}, &irqCounter{}); err == nil {
+	if _, err := mmio.New(nil, &virtiotest.Device{}, &virtiotest.Line{}); err == nil {
 		t.Error("nil memory accepted")
 	}
 }

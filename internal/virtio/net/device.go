@@ -3,8 +3,6 @@ package net
 import (
 	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/squib-vmm/squib/internal/logger"
@@ -127,16 +125,12 @@ type Device struct {
 	mmds    MMDS
 	m       *metrics.NetMetrics
 
-	acked atomic.Uint64
-
-	// mu serialises Activate, Reset and Close, and guards closed and the
-	// host buffers' hand-over from one worker to the next.
-	mu     sync.Mutex
-	closed bool
-	bufs   *hostBuffers // allocated at the first activation, then reused
-	// w is the running worker, nil while inactive; atomic so that
-	// QueueNotify never waits behind a Reset.
-	w atomic.Pointer[worker]
+	// life holds the acknowledged features and the running worker, and
+	// serialises Activate, Reset and Close.
+	life virtio.Lifecycle[*worker]
+	// bufs is allocated at the first activation, then handed from one
+	// worker to the next (under life's lock).
+	bufs *hostBuffers
 }
 
 // hostBuffers are the frame buffers a worker uses; each holds a whole
@@ -183,6 +177,7 @@ func New(cfg Config) (*Device, error) {
 		d.txLim = ratelimit.New(nil, nil)
 	}
 	d.m = metrics.Default.Net(cfg.ID)
+	d.life.Name, d.life.Queues, d.life.ActivateFails = "net", 2, &d.m.ActivateFails
 	return d, nil
 }
 
@@ -209,10 +204,10 @@ func (d *Device) DeviceType() virtio.DeviceType { return virtio.TypeNet }
 func (d *Device) AvailableFeatures() uint64 { return d.avail }
 
 // AckFeatures implements virtio.Device.
-func (d *Device) AckFeatures(features uint64) { d.acked.Store(features) }
+func (d *Device) AckFeatures(features uint64) { d.life.AckFeatures(features) }
 
 // AckedFeatures returns the features the driver acknowledged.
-func (d *Device) AckedFeatures() uint64 { return d.acked.Load() }
+func (d *Device) AckedFeatures() uint64 { return d.life.AckedFeatures() }
 
 // ReadConfig implements virtio.Device: mac, status (0), max_virtqueue_pairs
 // (0) and mtu, as Firecracker lays them out whatever was negotiated.
@@ -231,7 +226,7 @@ func (d *Device) WriteConfig(offset uint64, data []byte) {
 func (d *Device) QueueMaxSizes() []uint16 { return []uint16{QueueSize, QueueSize} }
 
 // Activated reports whether the device is active.
-func (d *Device) Activated() bool { return d.w.Load() != nil }
+func (d *Device) Activated() bool { return d.life.Active() }
 
 // tapOffload is the TUNSETOFFLOAD flags for the acknowledged features: the
 // TAP may hand us what the guest's driver accepts
@@ -271,109 +266,54 @@ func minRxBuffer(acked uint64) uint32 {
 // Activate implements virtio.Device: it sets the TAP's offloads and starts
 // the worker and the TAP reader.
 func (d *Device) Activate(mem *memory.Guest, queues []*virtio.Queue, interrupt virtio.Interrupt) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var err error
-	switch {
-	case d.closed:
-		err = errors.New("net: device closed")
-	case d.w.Load() != nil:
-		err = errors.New("net: device already activated")
-	case mem == nil || interrupt == nil:
-		err = errors.New("net: activation without memory or interrupt")
-	case len(queues) != 2 || queues[RxIndex] == nil || queues[TxIndex] == nil:
-		err = fmt.Errorf("net: activation with %d queues, want 2", len(queues))
-	}
-	if err == nil {
-		acked := d.acked.Load()
-		if e := d.backend.SetOffload(tapOffload(acked)); e != nil {
-			err = fmt.Errorf("net: could not set the TAP offload flags: %w", e)
+	return d.life.Activate(mem, queues, interrupt, func() (*worker, *virtio.Worker, error) {
+		if err := d.backend.SetOffload(tapOffload(d.life.AckedFeatures())); err != nil {
+			return nil, nil, fmt.Errorf("net: could not set the TAP offload flags: %w", err)
 		}
-	}
-	if err != nil {
-		d.m.ActivateFails.Inc()
-		return err
-	}
-	if d.bufs == nil {
-		d.bufs = &hostBuffers{
-			tapRx:  make([]byte, MaxBufferSize),
-			mmdsRx: make([]byte, MaxBufferSize),
-			tx:     make([]byte, MaxBufferSize),
+		if d.bufs == nil {
+			d.bufs = &hostBuffers{
+				tapRx:  make([]byte, MaxBufferSize),
+				mmdsRx: make([]byte, MaxBufferSize),
+				tx:     make([]byte, MaxBufferSize),
+			}
 		}
-	}
-	w := d.newWorker(mem, queues[RxIndex], queues[TxIndex], interrupt, d.bufs)
-	d.w.Store(w)
-	go w.readLoop()
-	go w.run()
-	return nil
+		w := d.newWorker(mem, queues[RxIndex], queues[TxIndex], interrupt, d.bufs)
+		w.OnStop(func() {
+			// Wake a reader blocked in Read; it sees Done and exits.
+			if err := d.backend.SetReadDeadline(time.Unix(1, 0)); err != nil {
+				log.Warnf("net: could not interrupt the TAP read: %v", err)
+			}
+		}, func() {
+			// Reads block again for the next activation.
+			if err := d.backend.SetReadDeadline(time.Time{}); err != nil {
+				log.Warnf("net: could not clear the TAP read deadline: %v", err)
+			}
+		})
+		w.Go(w.readLoop)
+		w.Go(w.run)
+		return w, w.Worker, nil
+	})
 }
 
 // QueueNotify implements virtio.Device: it wakes the worker and never
-// blocks. Before activation and after Reset it does nothing.
-func (d *Device) QueueNotify(index int) {
-	w := d.w.Load()
-	if w == nil {
-		return
-	}
-	var ch chan struct{}
-	switch index {
-	case RxIndex:
-		ch = w.notifyRx
-	case TxIndex:
-		ch = w.notifyTx
-	default:
-		return
-	}
-	// One pending kick is enough: the worker drains the queue each time.
-	select {
-	case ch <- struct{}{}:
-	default:
-	}
-}
+// blocks. Before activation and after Reset it does nothing. One pending
+// kick is enough: the worker drains the queue each time.
+func (d *Device) QueueNotify(index int) { d.life.Notify(index) }
 
 // Reset implements virtio.Device: it stops the worker and the TAP reader,
 // waits for both, and forgets the queues, memory, interrupt and features.
 // Frames the device had read but not delivered are dropped. It never
 // fails.
-func (d *Device) Reset() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.stopLocked()
-	d.acked.Store(0)
-	return nil
-}
-
-func (d *Device) stopLocked() {
-	w := d.w.Swap(nil)
-	if w == nil {
-		return
-	}
-	close(w.stop)
-	// Wake a reader blocked in Read; it sees stop and exits.
-	if err := d.backend.SetReadDeadline(time.Unix(1, 0)); err != nil {
-		log.Warnf("net: could not interrupt the TAP read: %v", err)
-	}
-	<-w.done
-	<-w.readerDone
-	// Reads block again for the next activation.
-	if err := d.backend.SetReadDeadline(time.Time{}); err != nil {
-		log.Warnf("net: could not clear the TAP read deadline: %v", err)
-	}
-}
+func (d *Device) Reset() error { return d.life.Reset() }
 
 // Close stops the device as Reset does and closes the backend. The device
 // cannot be activated again. Later calls do nothing.
 func (d *Device) Close() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
-		return nil
-	}
-	d.stopLocked()
-	d.closed = true
-	d.rxLim.Stop()
-	d.txLim.Stop()
-	return d.backend.Close()
+	return d.life.Close(func() error {
+		d.rxLim.Stop()
+		d.txLim.Stop()
+		return d.backend.Close()
+	})
 }
 
 // tapBackend adapts a *tap.Tap.
@@ -403,6 +343,7 @@ func (b tapBackend) Close() error                      { return b.t.Close() }
 // goroutine (readLoop) reads frames from the backend, one at a time, when
 // the worker asks for one.
 type worker struct {
+	*virtio.Worker
 	d        *Device
 	mem      *memory.Guest
 	rxq, txq *virtio.Queue
@@ -411,11 +352,7 @@ type worker struct {
 	mrg      bool   // MRG_RXBUF negotiated: a frame may span chains
 	minRx    uint32 // smallest acceptable RX chain
 
-	notifyRx, notifyTx chan struct{} // capacity 1: a pending kick
-	rxRetry, txRetry   <-chan struct{}
-	stop               chan struct{} // closed by Reset
-	done               chan struct{} // closed when run returns
-	readerDone         chan struct{} // closed when readLoop returns
+	rxRetry, txRetry <-chan struct{}
 
 	// want hands the reader a buffer to read one frame into; got returns
 	// it. Both have capacity 1 and at most one buffer is out at a time,
@@ -440,49 +377,35 @@ type readResult struct {
 }
 
 func (d *Device) newWorker(mem *memory.Guest, rxq, txq *virtio.Queue, irq virtio.Interrupt, bufs *hostBuffers) *worker {
-	acked := d.acked.Load()
+	acked := d.life.AckedFeatures()
 	return &worker{
-		d: d, mem: mem, rxq: rxq, txq: txq, irq: irq, m: d.m,
-		mrg:        virtio.HasFeature(acked, FeatureMrgRxbuf),
-		minRx:      minRxBuffer(acked),
-		notifyRx:   make(chan struct{}, 1),
-		notifyTx:   make(chan struct{}, 1),
-		rxRetry:    d.rxLim.Unblocked(),
-		txRetry:    d.txLim.Unblocked(),
-		stop:       make(chan struct{}),
-		done:       make(chan struct{}),
-		readerDone: make(chan struct{}),
-		want:       make(chan []byte, 1),
-		got:        make(chan readResult, 1),
-		bufs:       bufs,
+		Worker: virtio.NewWorker(),
+		d:      d, mem: mem, rxq: rxq, txq: txq, irq: irq, m: d.m,
+		mrg:     virtio.HasFeature(acked, FeatureMrgRxbuf),
+		minRx:   minRxBuffer(acked),
+		rxRetry: d.rxLim.Unblocked(),
+		txRetry: d.txLim.Unblocked(),
+		want:    make(chan []byte, 1),
+		got:     make(chan readResult, 1),
+		bufs:    bufs,
 	}
 }
 
 // run is the worker's event loop, the counterpart of Firecracker's
 // MutEventSubscriber::process for the net device.
 func (w *worker) run() {
-	defer close(w.done)
 	for {
 		select {
-		case <-w.stop:
+		case <-w.Done():
 			return
-		case <-w.notifyRx:
-			w.m.RxQueueEventCount.Inc()
-			if w.rxThrottled {
-				// Take the new buffers now; frames wait for the limiter.
-				w.parseRxChains()
-				w.m.RxRateLimiterThrottled.Inc()
-				w.signalRx()
-				continue
+		case <-w.Wake():
+			kicks := w.TakeKicks()
+			if kicks&(1<<RxIndex) != 0 {
+				w.onRxKick()
 			}
-			w.processRx()
-		case <-w.notifyTx:
-			w.m.TxQueueEventCount.Inc()
-			if w.txThrottled {
-				w.m.TxRateLimiterThrottled.Inc()
-				continue
+			if kicks&(1<<TxIndex) != 0 {
+				w.onTxKick()
 			}
-			w.processTx()
 		case r := <-w.got:
 			w.onRead(r)
 		case <-w.rxRetry:
@@ -497,27 +420,36 @@ func (w *worker) run() {
 	}
 }
 
-// stopping reports whether Reset is waiting for the worker, so that long
-// loops over queues the guest keeps refilling do not hold Reset up.
-func (w *worker) stopping() bool {
-	select {
-	case <-w.stop:
-		return true
-	default:
-		return false
+func (w *worker) onRxKick() {
+	w.m.RxQueueEventCount.Inc()
+	if w.rxThrottled {
+		// Take the new buffers now; frames wait for the limiter.
+		w.parseRxChains()
+		w.m.RxRateLimiterThrottled.Inc()
+		w.signalRx()
+		return
 	}
+	w.processRx()
+}
+
+func (w *worker) onTxKick() {
+	w.m.TxQueueEventCount.Inc()
+	if w.txThrottled {
+		w.m.TxRateLimiterThrottled.Inc()
+		return
+	}
+	w.processTx()
 }
 
 // readLoop reads one frame from the backend each time the worker hands it
 // a buffer, and passes it back. It blocks in Read on the Go poller; Reset
 // wakes it with a read deadline in the past.
 func (w *worker) readLoop() {
-	defer close(w.readerDone)
 	var backoff time.Duration
 	for {
 		var buf []byte
 		select {
-		case <-w.stop:
+		case <-w.Done():
 			return
 		case buf = <-w.want:
 		}
@@ -526,14 +458,14 @@ func (w *worker) readLoop() {
 			// TAP's interface went away) must not spin the worker.
 			t := time.NewTimer(backoff)
 			select {
-			case <-w.stop:
+			case <-w.Done():
 				t.Stop()
 				return
 			case <-t.C:
 			}
 		}
 		n, err := w.d.backend.Read(buf)
-		if w.stopping() {
+		if w.Stopping() {
 			return // the frame, if any, is dropped with the device's state
 		}
 		if err == nil && (n < 0 || n > len(buf)) {
@@ -547,39 +479,16 @@ func (w *worker) readLoop() {
 		n = min(max(n, 0), len(buf))
 		select {
 		case w.got <- readResult{buf: buf[:n], err: err}:
-		case <-w.stop:
+		case <-w.Done():
 			return
 		}
 	}
 }
 
-// consume charges a frame of n bytes to l: an op, then the bytes, giving
-// the op back if the bytes are refused (Firecracker's
-// rate_limiter_consume_op).
-func consume(l *ratelimit.RateLimiter, n uint64) bool {
-	if !l.Consume(1, ratelimit.Ops) {
-		return false
-	}
-	if !l.Consume(n, ratelimit.Bytes) {
-		l.ManualReplenish(1, ratelimit.Ops)
-		return false
-	}
-	return true
-}
-
-// refund gives back what consume took.
-func refund(l *ratelimit.RateLimiter, n uint64) {
-	l.ManualReplenish(1, ratelimit.Ops)
-	l.ManualReplenish(n, ratelimit.Bytes)
-}
-
 // signal interrupts the driver for queue index if it wants to be told
 // about the used entries just added.
 func (w *worker) signal(q *virtio.Queue, index int) {
-	if !q.NeedsNotification(w.mem) {
-		return
-	}
-	if err := w.irq.TriggerQueue(index); err != nil {
+	if err := q.Signal(w.mem, w.irq, index, true); err != nil {
 		log.RateLimited(&rlIRQ).Errorf("net: could not signal queue %d: %v", index, err)
 		w.m.EventFails.Inc()
 	}

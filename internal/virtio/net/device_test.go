@@ -140,12 +140,6 @@ func (p *peer) expectNone() {
 	}
 }
 
-// irqs counts queue interrupts.
-type irqs struct{ n [2]atomic.Int32 }
-
-func (i *irqs) TriggerQueue(q int) error { i.n[q].Add(1); return nil }
-func (i *irqs) TriggerConfig() error     { return nil }
-
 // fakeMMDS takes the frames sent to mmdsMAC and answers each with one
 // frame, "reply:" and the request's payload, back to its sender.
 type fakeMMDS struct {
@@ -227,7 +221,7 @@ type rig struct {
 	dev    *Device
 	be     *fakeBackend
 	peer   *peer
-	irq    *irqs
+	irq    *virtiotest.IRQ
 	rx, tx *virtiotest.Ring
 	mmds   *fakeMMDS
 	m      *metrics.NetMetrics
@@ -238,10 +232,7 @@ type rig struct {
 // newRig makes a device on a fake backend; edit adjusts its config.
 func newRig(t testing.TB, edit func(*Config)) *rig {
 	t.Helper()
-	mem, err := virtiotest.NewMemory(0, ramSize)
-	if err != nil {
-		t.Fatal(err)
-	}
+	mem := virtiotest.MemoryAt(t, 0, ramSize)
 	be, p := newBackendPair(t)
 	cfg := Config{ID: uniqueID(t), Backend: be}
 	if edit != nil {
@@ -251,15 +242,12 @@ func newRig(t testing.TB, edit func(*Config)) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{t: t, mem: mem, dev: dev, be: be, peer: p, irq: &irqs{}, m: metrics.Default.Net(cfg.ID), next: bufBase}
+	r := &rig{t: t, mem: mem, dev: dev, be: be, peer: p, irq: &virtiotest.IRQ{}, m: metrics.Default.Net(cfg.ID), next: bufBase}
 	if m, ok := cfg.MMDS.(*fakeMMDS); ok {
 		r.mmds = m
 	}
-	// Stop the device before unmapping the memory it uses.
-	t.Cleanup(func() {
-		dev.Close()
-		mem.Close()
-	})
+	// Stop the device before the memory it uses is unmapped.
+	t.Cleanup(func() { dev.Close() })
 	return r
 }
 
@@ -267,21 +255,11 @@ func newRig(t testing.TB, edit func(*Config)) *rig {
 // transport would, then kicks both queues as it does.
 func (r *rig) activate(features uint64) {
 	r.t.Helper()
-	var err error
-	if r.rx, err = virtiotest.NewRing(r.mem, rxRingBase, QueueSize); err != nil {
-		r.t.Fatal(err)
-	}
-	if r.tx, err = virtiotest.NewRing(r.mem, txRingBase, QueueSize); err != nil {
-		r.t.Fatal(err)
-	}
+	r.rx = virtiotest.RingAt(r.t, r.mem, rxRingBase, QueueSize)
+	r.tx = virtiotest.RingAt(r.t, r.mem, txRingBase, QueueSize)
 	r.chains = map[uint16][]virtiotest.Buffer{}
-	qs := []*virtio.Queue{r.rx.Queue(), r.tx.Queue()}
-	for _, q := range qs {
-		q.EventIdx = virtio.HasFeature(features, virtio.FeatureEventIdx)
-		if err := q.Initialize(r.mem); err != nil {
-			r.t.Fatal(err)
-		}
-	}
+	eventIdx := virtio.HasFeature(features, virtio.FeatureEventIdx)
+	qs := []*virtio.Queue{r.rx.InitQueue(r.t, eventIdx), r.tx.InitQueue(r.t, eventIdx)}
 	r.dev.AckFeatures(features)
 	if err := r.dev.Activate(r.mem, qs, r.irq); err != nil {
 		r.t.Fatal(err)
@@ -341,28 +319,6 @@ func (r *rig) addRx(sizes ...uint32) uint16 {
 func (r *rig) kickRx() { r.dev.QueueNotify(RxIndex) }
 func (r *rig) kickTx() { r.dev.QueueNotify(TxIndex) }
 
-// waitUsed waits for n more used entries of ring.
-func (r *rig) waitUsed(ring *virtiotest.Ring, n int) []virtiotest.Used {
-	r.t.Helper()
-	var out []virtiotest.Used
-	deadline := time.Now().Add(waitGuard)
-	for len(out) < n {
-		u, ok, err := ring.PopUsed()
-		if err != nil {
-			r.t.Fatal(err)
-		}
-		if ok {
-			out = append(out, u)
-			continue
-		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("got %d used entries, want %d: %+v", len(out), n, out)
-		}
-		time.Sleep(100 * time.Microsecond)
-	}
-	return out
-}
-
 // chainData reads the first n bytes of the RX chain with head h.
 func (r *rig) chainData(h uint16, n uint32) []byte {
 	r.t.Helper()
@@ -386,7 +342,7 @@ func (r *rig) chainData(h uint16, n uint32) []byte {
 // it (vnet header included) and the chains it used.
 func (r *rig) recvFrame() ([]byte, []virtiotest.Used) {
 	r.t.Helper()
-	first := r.waitUsed(r.rx, 1)
+	first := r.rx.WaitUsed(r.t, 1)
 	data := r.chainData(uint16(first[0].ID), first[0].Len)
 	if len(data) < VnetHdrLen {
 		r.t.Fatalf("RX entry %+v shorter than a vnet header", first[0])
@@ -395,7 +351,7 @@ func (r *rig) recvFrame() ([]byte, []virtiotest.Used) {
 	if nb < 1 {
 		r.t.Fatalf("num_buffers %d", nb)
 	}
-	used := append(first, r.waitUsed(r.rx, nb-1)...)
+	used := append(first, r.rx.WaitUsed(r.t, nb-1)...)
 	for _, u := range used[1:] {
 		data = append(data, r.chainData(uint16(u.ID), u.Len)...)
 	}
@@ -409,25 +365,6 @@ var rigs atomic.Int32
 func uniqueID(t testing.TB) string {
 	return t.Name() + "_" + strconv.Itoa(int(rigs.Add(1)))
 }
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitGuard)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(100 * time.Microsecond)
-	}
-}
-
-type delta struct {
-	m    *metrics.IncMetric
-	base uint64
-}
-
-func track(m *metrics.IncMetric) delta { return delta{m, m.Count()} }
-func (d delta) get() uint64            { return d.m.Count() - d.base }
 
 func (r *rig) expectCount(name string, m *metrics.IncMetric, want uint64) {
 	r.t.Helper()
@@ -465,10 +402,10 @@ func TestIdentity(t *testing.T) {
 	if d.RxLimiter() == nil || d.TxLimiter() == nil || d.RxLimiter() == d.TxLimiter() {
 		t.Fatal("limiters must be two distinct non-nil limiters")
 	}
-	cfgFails := track(&r.m.CfgFails)
+	cfgFails := virtiotest.Track(&r.m.CfgFails)
 	d.WriteConfig(0, []byte{1, 2})
 	d.ReadConfig(0, cfg[:2])
-	if cfgFails.get() != 1 || cfg[0] != 0 {
+	if cfgFails.Get() != 1 || cfg[0] != 0 {
 		t.Fatal("config write not refused")
 	}
 }
@@ -545,7 +482,7 @@ func TestActivateOffload(t *testing.T) {
 
 func TestActivateErrors(t *testing.T) {
 	r := newRig(t, nil)
-	fails := track(&r.m.ActivateFails)
+	fails := virtiotest.Track(&r.m.ActivateFails)
 	ring, _ := virtiotest.NewRing(r.mem, rxRingBase, 16)
 	q := ring.Queue()
 	if err := r.dev.Activate(r.mem, []*virtio.Queue{q}, r.irq); err == nil {
@@ -558,8 +495,8 @@ func TestActivateErrors(t *testing.T) {
 	if err := r.dev.Activate(r.mem, []*virtio.Queue{q, ring.Queue()}, r.irq); !errors.Is(err, unix.EINVAL) {
 		t.Fatalf("activation despite TUNSETOFFLOAD failing: %v", err)
 	}
-	if r.dev.Activated() || fails.get() != 3 {
-		t.Fatalf("activated %v, activate_fails %d", r.dev.Activated(), fails.get())
+	if r.dev.Activated() || fails.Get() != 3 {
+		t.Fatalf("activated %v, activate_fails %d", r.dev.Activated(), fails.Get())
 	}
 	r.be.offloadErr = nil
 	r.activate(featAll)
@@ -590,7 +527,7 @@ func TestTx(t *testing.T) {
 	r.sendTx(f1[:VnetHdrLen], f1[VnetHdrLen:100], f1[100:])
 	r.sendTx(f2[:5], f2[5:40000], f2[40000:])
 	r.kickTx()
-	used := r.waitUsed(r.tx, 2)
+	used := r.tx.WaitUsed(t, 2)
 	for _, u := range used {
 		if u.Len != 0 {
 			t.Fatalf("TX used %+v, want length 0", u)
@@ -605,7 +542,7 @@ func TestTx(t *testing.T) {
 	r.expectCount("tx_packets_count", &r.m.TxPacketsCount, 2)
 	r.expectCount("tx_count", &r.m.TxCount, 2)
 	r.expectCount("tx_bytes_count", &r.m.TxBytesCount, uint64(len(f1)+len(f2)))
-	if r.irq.n[TxIndex].Load() == 0 {
+	if r.irq.Queue(TxIndex) == 0 {
 		t.Fatal("no TX interrupt")
 	}
 	r.expectCount("tx_spoofed_mac_count", &r.m.TxSpoofedMacCount, 0)
@@ -622,7 +559,7 @@ func TestTxSpoofedMAC(t *testing.T) {
 	r.sendTx(spoofed)
 	r.sendTx(vnet([]byte{1, 2, 3})) // too short to have a source MAC
 	r.kickTx()
-	r.waitUsed(r.tx, 3)
+	r.tx.WaitUsed(t, 3)
 	// Counted, not filtered.
 	for _, want := range [][]byte{good, spoofed, vnet([]byte{1, 2, 3})} {
 		if got := r.peer.recv(); !bytes.Equal(got, want) {
@@ -648,7 +585,7 @@ func TestTxBadChains(t *testing.T) {
 	ok := vnet(eth(hostMAC, guestMAC, []byte("still works")))
 	r.sendTx(ok)
 	r.kickTx()
-	for _, u := range r.waitUsed(r.tx, 5) {
+	for _, u := range r.tx.WaitUsed(t, 5) {
 		if u.Len != 0 {
 			t.Fatalf("used %+v", u)
 		}
@@ -697,7 +634,7 @@ func TestRxMergeable(t *testing.T) {
 	r.expectCount("rx_packets_count", &r.m.RxPacketsCount, 2)
 	r.expectCount("rx_count", &r.m.RxCount, 2)
 	r.expectCount("rx_bytes_count", &r.m.RxBytesCount, uint64(len(small)+len(spanning)))
-	if r.irq.n[RxIndex].Load() == 0 {
+	if r.irq.Queue(RxIndex) == 0 {
 		t.Fatal("no RX interrupt")
 	}
 	// The bytes past the frame in the last chain are untouched.
@@ -726,11 +663,11 @@ func TestRxLargestFrame(t *testing.T) {
 // guest has room for the largest frame.
 func TestRxWaitsForBuffers(t *testing.T) {
 	r := newRig(t, nil)
-	noBuf := track(&r.m.NoRxAvailBuffer)
+	noBuf := virtiotest.Track(&r.m.NoRxAvailBuffer)
 	r.activate(featAll)
 	// The activation's kick is taken, so the next one is not merged
 	// with it.
-	eventually(t, "first RX event", func() bool { return r.m.RxQueueEventCount.Count() >= 1 })
+	virtiotest.Eventually(t, "first RX event", func() bool { return r.m.RxQueueEventCount.Count() >= 1 })
 	f := vnet(eth(guestMAC, hostMAC, []byte("waiting")))
 	r.peer.send(f)
 	// 65561 bytes: one short.
@@ -738,7 +675,7 @@ func TestRxWaitsForBuffers(t *testing.T) {
 	r.addRx(561)
 	r.kickRx()
 	// Both RX passes (activation's and ours) end short of buffers.
-	eventually(t, "no_rx_avail_buffer", func() bool { return noBuf.get() == 2 })
+	virtiotest.Eventually(t, "no_rx_avail_buffer", func() bool { return noBuf.Get() == 2 })
 	if n := r.be.reads.Load(); n != 0 {
 		t.Fatalf("read from the TAP without room (%d reads)", n)
 	}
@@ -755,7 +692,7 @@ func TestRxWaitsForBuffers(t *testing.T) {
 func TestRxNoMergeable(t *testing.T) {
 	r := newRig(t, nil)
 	r.activate(featSmall)
-	fails := track(&r.m.RxFails)
+	fails := virtiotest.Track(&r.m.RxFails)
 	tooSmall := r.addRx(1525)
 	var heads []uint16
 	// The device reads only while it holds 65562 bytes: 43 chains of
@@ -764,9 +701,9 @@ func TestRxNoMergeable(t *testing.T) {
 		heads = append(heads, r.addRx(1000, 526))
 	}
 	r.kickRx()
-	u := r.waitUsed(r.rx, 1)[0]
-	if u.ID != uint32(tooSmall) || u.Len != 0 || fails.get() != 1 {
-		t.Fatalf("small chain: used %+v, rx_fails %d", u, fails.get())
+	u := r.rx.WaitUsed(t, 1)[0]
+	if u.ID != uint32(tooSmall) || u.Len != 0 || fails.Get() != 1 {
+		t.Fatalf("small chain: used %+v, rx_fails %d", u, fails.Get())
 	}
 	f1 := vnet(eth(guestMAC, hostMAC, pattern(1514-ethHdrLen, 7)))
 	f2 := vnet(eth(guestMAC, hostMAC, []byte("x")))
@@ -788,7 +725,7 @@ func TestRxNoMergeableOffloads(t *testing.T) {
 	small := r.addRx(MaxBufferSize - 1)
 	big := r.addRx(40000, MaxBufferSize-40000)
 	r.kickRx()
-	if u := r.waitUsed(r.rx, 1)[0]; u.ID != uint32(small) || u.Len != 0 {
+	if u := r.rx.WaitUsed(t, 1)[0]; u.ID != uint32(small) || u.Len != 0 {
 		t.Fatalf("used %+v", u)
 	}
 	f := vnet(pattern(MaxBufferSize-VnetHdrLen, 8))
@@ -804,7 +741,7 @@ func TestRxNoMergeableOffloads(t *testing.T) {
 func TestRxFrameTooBig(t *testing.T) {
 	r := newRig(t, nil)
 	r.activate(featSmall)
-	fails := track(&r.m.RxFails)
+	fails := virtiotest.Track(&r.m.RxFails)
 	h1 := r.addRx(40000)
 	r.addRx(40000)
 	r.kickRx()
@@ -815,8 +752,8 @@ func TestRxFrameTooBig(t *testing.T) {
 	if used[0].ID != uint32(h1) || !bytes.Equal(got, withNumBuffers(f, 1)) {
 		t.Fatalf("used %+v", used)
 	}
-	if fails.get() != 1 {
-		t.Fatalf("rx_fails %d", fails.get())
+	if fails.Get() != 1 {
+		t.Fatalf("rx_fails %d", fails.Get())
 	}
 	if b := r.chainData(h1, uint32(len(f))+1)[len(f)]; b != 0xaa {
 		t.Fatal("the dropped frame left bytes in the buffer")
@@ -827,7 +764,7 @@ func TestRxFrameTooBig(t *testing.T) {
 func TestRxBadFrames(t *testing.T) {
 	r := newRig(t, nil)
 	r.activate(featAll)
-	fails := track(&r.m.RxFails)
+	fails := virtiotest.Track(&r.m.RxFails)
 	r.addRx(MaxBufferSize)
 	r.addRx(MaxBufferSize)
 	r.kickRx()
@@ -835,28 +772,28 @@ func TestRxBadFrames(t *testing.T) {
 	f := vnet(nil) // a bare header is a frame
 	r.peer.send(f)
 	got, _ := r.recvFrame()
-	if !bytes.Equal(got, withNumBuffers(f, 1)) || fails.get() != 1 {
-		t.Fatalf("got %x, rx_fails %d", got, fails.get())
+	if !bytes.Equal(got, withNumBuffers(f, 1)) || fails.Get() != 1 {
+		t.Fatalf("got %x, rx_fails %d", got, fails.Get())
 	}
 }
 
 func TestRxBadChains(t *testing.T) {
 	r := newRig(t, nil)
 	r.activate(featAll)
-	fails := track(&r.m.RxFails)
+	fails := virtiotest.Track(&r.m.RxFails)
 	a := r.alloc(64)
 	ro, _ := r.rx.AddChain(virtiotest.Buffer{Addr: a, Len: 64}, virtiotest.Buffer{Addr: a, Len: 64, Writable: true})
 	tiny := r.addRx(11)
 	outside, _ := r.rx.AddChain(virtiotest.Buffer{Addr: ramSize - 8, Len: 64, Writable: true})
 	r.kickRx()
-	used := r.waitUsed(r.rx, 3)
+	used := r.rx.WaitUsed(t, 3)
 	for i, h := range []uint16{ro, tiny, outside} {
 		if used[i].ID != uint32(h) || used[i].Len != 0 {
 			t.Fatalf("used %+v", used)
 		}
 	}
-	if fails.get() != 3 {
-		t.Fatalf("rx_fails %d", fails.get())
+	if fails.Get() != 3 {
+		t.Fatalf("rx_fails %d", fails.Get())
 	}
 }
 
@@ -866,8 +803,8 @@ func TestMMDS(t *testing.T) {
 	mm := &fakeMMDS{}
 	r := newRig(t, func(c *Config) { c.MMDS = mm })
 	r.activate(featAll)
-	accepted := track(&metrics.Default.MMDS.RxAccepted)
-	txFrames := track(&metrics.Default.MMDS.TxFrames)
+	accepted := virtiotest.Track(&metrics.Default.MMDS.RxAccepted)
+	txFrames := virtiotest.Track(&metrics.Default.MMDS.TxFrames)
 
 	// No RX buffers yet: a TAP frame waits in the socket, and the reply
 	// to a request waits in the stack.
@@ -876,7 +813,7 @@ func TestMMDS(t *testing.T) {
 	req := vnet(eth(mmdsMAC, guestMAC, []byte("GET /")))
 	r.sendTx(req)
 	r.kickTx()
-	r.waitUsed(r.tx, 1)
+	r.tx.WaitUsed(t, 1)
 	if reqs := mm.requests(); len(reqs) != 1 || !bytes.Equal(reqs[0], req[VnetHdrLen:]) {
 		t.Fatalf("MMDS got %x", reqs)
 	}
@@ -902,8 +839,8 @@ func TestMMDS(t *testing.T) {
 	if !bytes.Contains(got, []byte("reply:GET /2")) {
 		t.Fatalf("RX frame %q", got)
 	}
-	if accepted.get() != 2 || txFrames.get() != 2 {
-		t.Fatalf("mmds rx_accepted %d, tx_frames %d", accepted.get(), txFrames.get())
+	if accepted.Get() != 2 || txFrames.Get() != 2 {
+		t.Fatalf("mmds rx_accepted %d, tx_frames %d", accepted.Get(), txFrames.Get())
 	}
 	// Frames for others still go to the TAP.
 	other := vnet(eth(hostMAC, guestMAC, []byte("not MMDS")))
@@ -924,7 +861,7 @@ func TestMMDSNotRateLimited(t *testing.T) {
 	lim := ratelimit.New(nil, ratelimit.NewTokenBucket(2, 0, 1_000_000))
 	r := newRig(t, func(c *Config) { c.MMDS, c.TxLimiter = mm, lim })
 	r.activate(featAll)
-	throttled := track(&r.m.TxRateLimiterThrottled)
+	throttled := virtiotest.Track(&r.m.TxRateLimiterThrottled)
 	for i := range 3 {
 		r.sendTx(vnet(eth(mmdsMAC, guestMAC, []byte{byte(i)})))
 	}
@@ -935,8 +872,8 @@ func TestMMDSNotRateLimited(t *testing.T) {
 		r.sendTx(f)
 	}
 	r.kickTx()
-	r.waitUsed(r.tx, 5)
-	eventually(t, "throttling", func() bool { return throttled.get() >= 1 })
+	r.tx.WaitUsed(t, 5)
+	virtiotest.Eventually(t, "throttling", func() bool { return throttled.Get() >= 1 })
 	r.dev.Reset()
 	for _, f := range normal[:2] {
 		if got := r.peer.recv(); !bytes.Equal(got, f) {
@@ -952,73 +889,10 @@ func TestMMDSNotRateLimited(t *testing.T) {
 	}
 }
 
-// manualClock is a ratelimit.Clock that moves only when told, so that
-// throttling does not depend on how fast the test runs.
-type manualClock struct {
-	mu     sync.Mutex
-	now    time.Duration
-	timers []*manualTimer
-}
-
-type manualTimer struct {
-	c     *manualClock
-	at    time.Duration
-	f     func()
-	armed bool
-}
-
-func (c *manualClock) Now() time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *manualClock) AfterFunc(d time.Duration, f func()) ratelimit.Timer {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &manualTimer{c: c, at: c.now + d, f: f, armed: true}
-	c.timers = append(c.timers, t)
-	return t
-}
-
-func (t *manualTimer) Reset(d time.Duration) bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	was := t.armed
-	t.at, t.armed = t.c.now+d, true
-	return was
-}
-
-func (t *manualTimer) Stop() bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	was := t.armed
-	t.armed = false
-	return was
-}
-
-// advance moves the clock on and runs the timers that come due, each in
-// its own goroutine as time.AfterFunc would.
-func (c *manualClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.now += d
-	var due []func()
-	for _, t := range c.timers {
-		if t.armed && t.at <= c.now {
-			t.armed = false
-			due = append(due, t.f)
-		}
-	}
-	c.mu.Unlock()
-	for _, f := range due {
-		go f()
-	}
-}
-
 // TestTxRateLimiter: one frame per 100 ms; a refused frame waits for the
 // limiter's wake-up, and the device carries on by itself.
 func TestTxRateLimiter(t *testing.T) {
-	clk := &manualClock{}
+	clk := &ratelimit.ManualClock{}
 	lim := ratelimit.New(nil, ratelimit.NewTokenBucket(1, 0, 100)).WithClock(clk)
 	r := newRig(t, func(c *Config) { c.TxLimiter = lim })
 	r.activate(featAll)
@@ -1034,7 +908,7 @@ func TestTxRateLimiter(t *testing.T) {
 		if got := r.peer.recv(); !bytes.Equal(got, frames[i]) {
 			t.Fatalf("frame %d altered", i)
 		}
-		if u := r.waitUsed(r.tx, 1)[0]; u.Len != 0 {
+		if u := r.tx.WaitUsed(t, 1)[0]; u.Len != 0 {
 			t.Fatalf("used %+v", u)
 		}
 		if i == 2 {
@@ -1042,13 +916,13 @@ func TestTxRateLimiter(t *testing.T) {
 		}
 		// The next frame is refused (the clock stands still), and a kick
 		// meanwhile is refused too.
-		eventually(t, "throttling", func() bool { return r.m.TxRateLimiterThrottled.Count() > throttled })
+		virtiotest.Eventually(t, "throttling", func() bool { return r.m.TxRateLimiterThrottled.Count() > throttled })
 		throttled = r.m.TxRateLimiterThrottled.Count()
 		r.kickTx()
-		eventually(t, "the kick", func() bool { return r.m.TxRateLimiterThrottled.Count() > throttled })
+		virtiotest.Eventually(t, "the kick", func() bool { return r.m.TxRateLimiterThrottled.Count() > throttled })
 		throttled = r.m.TxRateLimiterThrottled.Count()
-		clk.advance(100 * time.Millisecond)
-		eventually(t, "the limiter's wake-up", func() bool { return r.m.TxRateLimiterEventCount.Count() > events })
+		clk.Jump(100 * time.Millisecond)
+		virtiotest.Eventually(t, "the limiter's wake-up", func() bool { return r.m.TxRateLimiterEventCount.Count() > events })
 		events = r.m.TxRateLimiterEventCount.Count()
 	}
 	r.dev.Reset()
@@ -1057,7 +931,7 @@ func TestTxRateLimiter(t *testing.T) {
 
 // TestRxRateLimiter: the same on receive, with the bytes bucket.
 func TestRxRateLimiter(t *testing.T) {
-	clk := &manualClock{}
+	clk := &ratelimit.ManualClock{}
 	// 300 bytes per 100 ms: one 200-byte frame at a time.
 	lim := ratelimit.New(ratelimit.NewTokenBucket(300, 0, 100), nil).WithClock(clk)
 	r := newRig(t, func(c *Config) { c.RxLimiter = lim })
@@ -1080,10 +954,10 @@ func TestRxRateLimiter(t *testing.T) {
 		if i == 2 {
 			break
 		}
-		eventually(t, "throttling", func() bool { return r.m.RxRateLimiterThrottled.Count() > throttled })
+		virtiotest.Eventually(t, "throttling", func() bool { return r.m.RxRateLimiterThrottled.Count() > throttled })
 		throttled = r.m.RxRateLimiterThrottled.Count()
-		clk.advance(100 * time.Millisecond)
-		eventually(t, "the limiter's wake-up", func() bool { return r.m.RxEventRateLimiterCount.Count() > events })
+		clk.Jump(100 * time.Millisecond)
+		virtiotest.Eventually(t, "the limiter's wake-up", func() bool { return r.m.RxEventRateLimiterCount.Count() > events })
 		events = r.m.RxEventRateLimiterCount.Count()
 	}
 	r.expectCount("rx_packets_count", &r.m.RxPacketsCount, 3)
@@ -1100,16 +974,11 @@ func TestLimiterPatch(t *testing.T) {
 	r.sendTx(f)
 	r.sendTx(f)
 	r.kickTx()
-	r.waitUsed(r.tx, 1)
-	eventually(t, "throttling", func() bool { return r.m.TxRateLimiterThrottled.Count() >= 1 })
+	r.tx.WaitUsed(t, 1)
+	virtiotest.Eventually(t, "throttling", func() bool { return r.m.TxRateLimiterThrottled.Count() >= 1 })
 	r.dev.Reset()
 	r.peer.recv()
 	r.peer.expectNone()
-}
-
-func goroutinesBack(t *testing.T, base int) {
-	t.Helper()
-	eventually(t, "goroutines to exit", func() bool { return runtime.NumGoroutine() <= base })
 }
 
 // TestResetStopsGoroutines resets a device whose reader is blocked in Read
@@ -1119,31 +988,27 @@ func TestResetStopsGoroutines(t *testing.T) {
 	r := newRig(t, func(c *Config) { c.TxLimiter = lim })
 	base := runtime.NumGoroutine()
 	r.activate(featAll)
-	w := r.dev.w.Load()
+	w := r.dev.life.Current()
 	r.addRx(MaxBufferSize)
 	r.kickRx()
 	// The reader is asked for a frame and blocks.
-	eventually(t, "a blocked read", func() bool { return r.be.reads.Load() == 1 })
+	virtiotest.Eventually(t, "a blocked read", func() bool { return r.be.reads.Load() == 1 })
 	f := vnet(eth(hostMAC, guestMAC, []byte("x")))
 	r.sendTx(f)
 	r.sendTx(f)
 	r.kickTx()
-	eventually(t, "throttling", func() bool { return r.m.TxRateLimiterThrottled.Count() >= 1 })
+	virtiotest.Eventually(t, "throttling", func() bool { return r.m.TxRateLimiterThrottled.Count() >= 1 })
 
 	if err := r.dev.Reset(); err != nil {
 		t.Fatal(err)
 	}
-	for _, ch := range []chan struct{}{w.done, w.readerDone} {
-		select {
-		case <-ch:
-		default:
-			t.Fatal("Reset returned before the goroutines exited")
-		}
+	if w.Running() != 0 {
+		t.Fatal("Reset returned before the goroutines exited")
 	}
 	if r.dev.Activated() || r.dev.AckedFeatures() != 0 {
 		t.Fatal("still active after Reset")
 	}
-	goroutinesBack(t, base)
+	virtiotest.WaitGoroutines(t, base)
 	r.dev.QueueNotify(RxIndex)
 	r.dev.QueueNotify(TxIndex)
 	if runtime.NumGoroutine() > base {
@@ -1170,7 +1035,7 @@ func TestResetStopsGoroutines(t *testing.T) {
 	if err := r.dev.Close(); err != nil {
 		t.Fatal(err)
 	}
-	goroutinesBack(t, base)
+	virtiotest.WaitGoroutines(t, base)
 }
 
 // TestResetWhileBusy resets while frames flow both ways.
@@ -1212,7 +1077,7 @@ func TestResetWhileBusy(t *testing.T) {
 			f.SetReadDeadline(time.Time{})
 		}
 	}
-	goroutinesBack(t, base)
+	virtiotest.WaitGoroutines(t, base)
 }
 
 // TestReadErrors: a failing backend read is counted, and the device keeps
@@ -1220,17 +1085,14 @@ func TestResetWhileBusy(t *testing.T) {
 func TestReadErrors(t *testing.T) {
 	be, p := newBackendPair(t)
 	fb := &failingBackend{fakeBackend: be, fail: 3}
-	mem, err := virtiotest.NewMemory(0, ramSize)
-	if err != nil {
-		t.Fatal(err)
-	}
+	mem := virtiotest.MemoryAt(t, 0, ramSize)
 	id := uniqueID(t)
 	dev, err := New(Config{ID: id, Backend: fb})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { dev.Close(); mem.Close() })
-	r := &rig{t: t, mem: mem, dev: dev, be: be, peer: p, irq: &irqs{}, m: metrics.Default.Net(id), next: bufBase}
+	t.Cleanup(func() { dev.Close() })
+	r := &rig{t: t, mem: mem, dev: dev, be: be, peer: p, irq: &virtiotest.IRQ{}, m: metrics.Default.Net(id), next: bufBase}
 	r.activate(featAll)
 	r.addRx(MaxBufferSize)
 	r.kickRx()
@@ -1267,7 +1129,7 @@ func TestWriteErrors(t *testing.T) {
 	r.peer.f.Close() // writes now fail with EPIPE... or ECONNRESET
 	r.sendTx(vnet(eth(hostMAC, guestMAC, []byte("lost"))))
 	r.kickTx()
-	if u := r.waitUsed(r.tx, 1)[0]; u.Len != 0 {
+	if u := r.tx.WaitUsed(t, 1)[0]; u.Len != 0 {
 		t.Fatalf("used %+v", u)
 	}
 	r.expectCount("tap_write_fails", &r.m.TapWriteFails, 1)
@@ -1309,11 +1171,7 @@ func openTestTap(t *testing.T, name string) *tap.Tap {
 // wakes it.
 func TestTapReset(t *testing.T) {
 	tp := openTestTap(t, "sqnr"+strconv.Itoa(os.Getpid()%100000))
-	mem, err := virtiotest.NewMemory(0, ramSize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mem.Close()
+	mem := virtiotest.MemoryAt(t, 0, ramSize)
 	be := &countingBackend{Backend: NewTapBackend(tp)}
 	dev, err := New(Config{ID: uniqueID(t), Backend: be})
 	if err != nil {
@@ -1321,11 +1179,11 @@ func TestTapReset(t *testing.T) {
 	}
 	defer dev.Close()
 	base := runtime.NumGoroutine()
-	r := &rig{t: t, mem: mem, dev: dev, irq: &irqs{}, next: bufBase}
+	r := &rig{t: t, mem: mem, dev: dev, irq: &virtiotest.IRQ{}, next: bufBase}
 	r.activate(featAll) // TUNSETOFFLOAD with every offload the kernel must take
 	r.addRx(MaxBufferSize)
 	r.kickRx()
-	eventually(t, "a blocked read", func() bool { return be.reads.Load() == 1 })
+	virtiotest.Eventually(t, "a blocked read", func() bool { return be.reads.Load() == 1 })
 	done := make(chan struct{})
 	go func() { dev.Reset(); close(done) }()
 	select {
@@ -1333,7 +1191,7 @@ func TestTapReset(t *testing.T) {
 	case <-time.After(waitGuard):
 		t.Fatal("Reset hangs on a TAP read")
 	}
-	goroutinesBack(t, base+1) // the Reset goroutine may still be exiting
+	virtiotest.WaitGoroutines(t, base+1) // the Reset goroutine may still be exiting
 }
 
 // countingBackend counts the Read calls begun.
@@ -1347,50 +1205,22 @@ func (b *countingBackend) Read(p []byte) (int, error) {
 	return b.Backend.Read(p)
 }
 
-type line struct{ n atomic.Int32 }
-
-func (l *line) Trigger() error { l.n.Add(1); return nil }
-
 // TestThroughMMIO brings the device up through the virtio-mmio transport
 // as Linux's virtio_net does (features, config, both queues, DRIVER_OK)
 // and moves a frame each way.
 func TestThroughMMIO(t *testing.T) {
 	mac, mtu := guestMAC, uint16(1500)
 	r := newRig(t, func(c *Config) { c.GuestMAC, c.MTU = &mac, &mtu })
-	l := &line{}
-	tr, err := mmio.New(r.mem, r.dev, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rd := func(off uint64) uint32 {
-		var b [4]byte
-		tr.Read(off, b[:])
-		return binary.LittleEndian.Uint32(b[:])
-	}
-	wr := func(off uint64, v uint32) {
-		var b [4]byte
-		binary.LittleEndian.PutUint32(b[:], v)
-		tr.Write(off, b[:])
-	}
+	tr, l := virtiotest.NewTransport(t, r.mem, r.dev)
+	rd := func(off uint64) uint32 { return virtiotest.Read32(tr, off) }
+	wr := func(off uint64, v uint32) { virtiotest.Write32(tr, off, v) }
 	if rd(0x00) != mmio.MagicValue || rd(0x04) != 2 || rd(0x08) != 1 {
 		t.Fatal("identification registers")
 	}
-	wr(0x70, 0)
-	wr(0x70, virtio.StatusAcknowledge)
-	wr(0x70, virtio.StatusAcknowledge|virtio.StatusDriver)
-	wr(0x14, 0)
-	lo := rd(0x10)
-	wr(0x14, 1)
-	hi := rd(0x10)
-	offered := uint64(hi)<<32 | uint64(lo)
+	offered := virtiotest.Negotiate(tr, nil)
 	if offered != baseFeatures|1<<FeatureMAC|1<<FeatureMTU {
 		t.Fatalf("offered %#x", offered)
 	}
-	wr(0x24, 0)
-	wr(0x20, uint32(offered))
-	wr(0x24, 1)
-	wr(0x20, uint32(offered>>32))
-	wr(0x70, virtio.StatusAcknowledge|virtio.StatusDriver|virtio.StatusFeaturesOK)
 	if r.dev.AckedFeatures() != offered {
 		t.Fatalf("acked %#x", r.dev.AckedFeatures())
 	}
@@ -1404,23 +1234,15 @@ func TestThroughMMIO(t *testing.T) {
 	if got != guestMAC || binary.LittleEndian.Uint16(m[:]) != 1500 {
 		t.Fatalf("config mac %x mtu %x", got, m)
 	}
-	if r.rx, err = virtiotest.NewRing(r.mem, rxRingBase, QueueSize); err != nil {
-		t.Fatal(err)
-	}
-	if r.tx, err = virtiotest.NewRing(r.mem, txRingBase, QueueSize); err != nil {
-		t.Fatal(err)
-	}
+	r.rx = virtiotest.RingAt(t, r.mem, rxRingBase, QueueSize)
+	r.tx = virtiotest.RingAt(t, r.mem, txRingBase, QueueSize)
 	r.chains = map[uint16][]virtiotest.Buffer{}
 	for i, ring := range []*virtiotest.Ring{r.rx, r.tx} {
 		wr(0x30, uint32(i))
 		if rd(0x34) != QueueSize {
 			t.Fatalf("queue %d max %d", i, rd(0x34))
 		}
-		wr(0x38, uint32(ring.Size))
-		wr(0x80, uint32(ring.Desc))
-		wr(0x90, uint32(ring.Avail))
-		wr(0xa0, uint32(ring.Used))
-		wr(0x44, 1)
+		virtiotest.SetupQueue(tr, uint32(i), ring)
 	}
 	wr(0x30, 2)
 	if rd(0x34) != 0 {
@@ -1448,7 +1270,7 @@ func TestThroughMMIO(t *testing.T) {
 	if got := r.peer.recv(); !bytes.Equal(got, out) {
 		t.Fatalf("TX %x", got)
 	}
-	eventually(t, "interrupts", func() bool { return l.n.Load() >= 2 })
+	virtiotest.Eventually(t, "interrupts", func() bool { return l.Count() >= 2 })
 	wr(0x70, 0)
 	if r.dev.Activated() || rd(0x70) != 0 {
 		t.Fatal("reset through the status register")
@@ -1493,17 +1315,13 @@ func TestTapRoundTrip(t *testing.T) {
 	host := os.NewFile(uintptr(pfd), "packet")
 	defer host.Close()
 
-	mem, err := virtiotest.NewMemory(0, ramSize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mem.Close()
+	mem := virtiotest.MemoryAt(t, 0, ramSize)
 	dev, err := New(Config{ID: uniqueID(t), Backend: NewTapBackend(tp)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer dev.Close()
-	r := &rig{t: t, mem: mem, dev: dev, irq: &irqs{}, next: bufBase}
+	r := &rig{t: t, mem: mem, dev: dev, irq: &virtiotest.IRQ{}, next: bufBase}
 	r.activate(featAll)
 	for range 4 {
 		r.addRx(MaxBufferSize)

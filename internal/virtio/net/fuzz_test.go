@@ -26,96 +26,19 @@ const (
 	fzEnd1    = 0x88000
 )
 
-// fzReader consumes fuzz input, yielding zeros once it runs out.
-type fzReader struct{ b []byte }
-
-func (r *fzReader) u8() byte {
-	if len(r.b) == 0 {
-		return 0
-	}
-	v := r.b[0]
-	r.b = r.b[1:]
-	return v
+// mostly makes seven of eight buffers from virtiotest.FuzzChains writable
+// (or readable: !writable), so that most chains suit the queue.
+func mostly(writable bool) func(flags byte) bool {
+	return func(flags byte) bool { return (flags&7 == 0) != writable }
 }
 
-func (r *fzReader) u16() uint16 { return uint16(r.u8()) | uint16(r.u8())<<8 }
-func (r *fzReader) u24() uint32 { return uint32(r.u16()) | uint32(r.u8())<<16 }
-
-// buildRaw writes the whole descriptor table verbatim from the input (any
-// flags, any next index, lengths up to 4 GiB) and then publishes arbitrary
-// heads, possibly more than the queue holds.
-func buildRaw(ring *virtiotest.Ring, in *fzReader) {
-	for i := range uint16(fzSize) {
-		d := virtio.Descriptor{
-			Addr:  fzBufMin + uint64(in.u24()&0x9ffff),
-			Len:   uint32(in.u16()),
-			Flags: uint16(in.u8()),
-			Next:  uint16(in.u8() % (2 * fzSize)),
-		}
-		if d.Flags&0x80 != 0 {
-			d.Len <<= 16 // huge: past any region, or towards 32-bit overflow
-		}
-		d.Flags &^= 0x80
-		ring.SetDesc(i, d)
-	}
-	var heads []uint16
-	for len(in.b) > 0 && len(heads) < 2*fzSize {
-		heads = append(heads, uint16(in.u8()%(fzSize+4)))
-	}
-	ring.Publish(heads...)
-}
-
-// buildChains adds chains the way a driver would, from the input: one to
-// four buffers each, readable or writable as the input says (flipped by
-// wantWritable, so that most chains suit the queue), anywhere in or out of
-// RAM. The descriptor table wraps, so later chains may overwrite earlier
-// ones.
-func buildChains(ring *virtiotest.Ring, in *fzReader, wantWritable bool) {
-	for n := 0; len(in.b) > 0 && n < fzSize+2; n++ {
-		bufs := make([]virtiotest.Buffer, in.u8()%4+1)
-		for i := range bufs {
-			bufs[i] = virtiotest.Buffer{
-				Addr:     fzBufMin + uint64(in.u24()&0x9ffff),
-				Len:      uint32(in.u16()),
-				Writable: (in.u8()&7 == 0) != wantWritable,
-			}
-		}
-		ring.AddChain(bufs...)
-	}
-}
-
-func newFuzzMemory(f *testing.F) *memory.Guest {
-	mem, err := memory.New([]memory.Layout{
-		{Start: 0, Size: fzRegion0},
-		{Start: fzRegion1, Size: fzEnd1 - fzRegion1},
-	}, memory.Options{})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { mem.Close() })
-	return mem
-}
-
-// fzRings lays out both rings and returns their initialised queues.
+// fzRings lays out both rings in cleared memory and returns their
+// initialised queues.
 func fzRings(t *testing.T, mem *memory.Guest, eventIdx bool) (rx, tx *virtiotest.Ring, rxq, txq *virtio.Queue) {
-	for _, r := range mem.Regions() {
-		clear(r.Mem)
-	}
-	var err error
-	if rx, err = virtiotest.NewRing(mem, fzRxRing, fzSize); err != nil {
-		t.Fatal(err)
-	}
-	if tx, err = virtiotest.NewRing(mem, fzTxRing, fzSize); err != nil {
-		t.Fatal(err)
-	}
-	rxq, txq = rx.Queue(), tx.Queue()
-	for _, q := range []*virtio.Queue{rxq, txq} {
-		q.EventIdx = eventIdx
-		if err := q.Initialize(mem); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return rx, tx, rxq, txq
+	virtiotest.ClearMemory(mem)
+	rx = virtiotest.RingAt(t, mem, fzRxRing, fzSize)
+	tx = virtiotest.RingAt(t, mem, fzTxRing, fzSize)
+	return rx, tx, rx.InitQueue(t, eventIdx), tx.InitQueue(t, eventIdx)
 }
 
 // fzLimiter is a limiter from a fuzz byte: none, or a small ops or bytes
@@ -178,15 +101,13 @@ func (m *recMMDS) WriteNextFrame(buf []byte) (int, bool) {
 // the queue's validation: it returns the descriptors and false for a chain
 // the queue rejects.
 func walkChain(mem *memory.Guest, ring *virtiotest.Ring, head uint16) ([]virtio.Descriptor, bool) {
-	var descs []virtio.Descriptor
+	descs, ok := ring.Chain(head)
+	if !ok {
+		return nil, false
+	}
 	var total uint64
 	writable := false
-	idx := head
-	for n := 0; ; n++ {
-		if idx >= fzSize || n == fzSize {
-			return nil, false
-		}
-		d := readDesc(ring, idx)
+	for _, d := range descs {
 		if d.Flags&virtio.DescFlagIndirect != 0 {
 			return nil, false
 		}
@@ -202,75 +123,8 @@ func walkChain(mem *memory.Guest, ring *virtiotest.Ring, head uint16) ([]virtio.
 		if total > math.MaxUint32 {
 			return nil, false
 		}
-		descs = append(descs, d)
-		if d.Flags&virtio.DescFlagNext == 0 {
-			break
-		}
-		idx = d.Next
 	}
 	return descs, total > 0
-}
-
-func readDesc(ring *virtiotest.Ring, i uint16) virtio.Descriptor {
-	a := ring.Desc + 16*uint64(i)
-	addr, _ := ring.Mem.ReadU64(a)
-	n, _ := ring.Mem.ReadU32(a + 8)
-	fl, _ := ring.Mem.ReadU16(a + 12)
-	next, _ := ring.Mem.ReadU16(a + 14)
-	return virtio.Descriptor{Addr: addr, Len: n, Flags: fl, Next: next}
-}
-
-func snapshot(mem *memory.Guest) [][]byte {
-	var out [][]byte
-	for _, r := range mem.Regions() {
-		out = append(out, bytes.Clone(r.Mem))
-	}
-	return out
-}
-
-// changedOutsideRings calls bad for each byte that differs between the
-// snapshots outside both rings, and returns how many differ.
-func changedOutsideRings(mem *memory.Guest, before, after [][]byte, bad func(addr uint64)) uint64 {
-	ringEnd := virtiotest.RingBytes(fzSize)
-	var n uint64
-	const block = 512
-	for i, r := range mem.Regions() {
-		b, a := before[i], after[i]
-		for off := 0; off < len(b); off++ {
-			// Skip unchanged blocks whole: most of memory is.
-			if end := min(off+block, len(b)); off%block == 0 && bytes.Equal(b[off:end], a[off:end]) {
-				off = end - 1
-				continue
-			}
-			if b[off] == a[off] {
-				continue
-			}
-			addr := r.Start + uint64(off)
-			if addr < fzRxRing+ringEnd || addr >= fzTxRing && addr < fzTxRing+ringEnd {
-				continue
-			}
-			n++
-			bad(addr)
-		}
-	}
-	return n
-}
-
-func popAll(t *testing.T, ring *virtiotest.Ring) []virtiotest.Used {
-	var out []virtiotest.Used
-	for {
-		u, ok, err := ring.PopUsed()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !ok {
-			return out
-		}
-		if u.ID >= fzSize {
-			t.Fatalf("used head %d out of range", u.ID)
-		}
-		out = append(out, u)
-	}
 }
 
 // FuzzTx sends arbitrary TX chains (any layout, any header) and checks
@@ -279,24 +133,13 @@ func popAll(t *testing.T, ring *virtiotest.Ring) []virtiotest.Used {
 // the frames of the well-formed chains it returned, in order, each either
 // to the MMDS stack (without its vnet header) or to the backend (with it).
 func FuzzTx(f *testing.F) {
-	b := func(addr uint32, n uint16, flag byte) []byte {
-		return []byte{byte(addr), byte(addr >> 8), byte(addr >> 16), byte(n), byte(n >> 8), flag}
-	}
-	chain := func(bufs ...[]byte) []byte {
-		out := []byte{byte(len(bufs) - 1)}
-		for _, x := range bufs {
-			out = append(out, x...)
-		}
-		return out
-	}
+	b, chain := virtiotest.SeedBuffer, virtiotest.SeedChain
 	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 	f.Add(byte(0), byte(0), chain(b(0, 64, 1)))
 	f.Add(byte(0), byte(0), cat(chain(b(0, 12, 1), b(0x100, 200, 1)), chain(b(0x400, 5, 1)), chain(b(0x800, 100, 0))))
 	f.Add(byte(0), byte(1), cat(chain(b(0, 0x8000, 1), b(0x8000, 0x8000, 1), b(0x10000, 0x1a, 1)), chain(b(0, 0x100, 1))))
 	f.Add(byte(2), byte(5), cat(chain(b(0x3e000, 0x4000, 1)), chain(b(0x40000, 0x100, 1)), chain(b(0x9fff0, 0x100, 1))))
-	raw := func(addr uint32, n uint16, flags, next byte) []byte {
-		return []byte{byte(addr), byte(addr >> 8), byte(addr >> 16), byte(n), byte(n >> 8), flags, next}
-	}
+	raw := virtiotest.SeedDescriptor
 	var table []byte
 	for i := range fzSize {
 		flags := byte(virtio.DescFlagNext)
@@ -307,14 +150,15 @@ func FuzzTx(f *testing.F) {
 	}
 	f.Add(byte(1), byte(0), cat(table, []byte{0, 4, 15, 19}))
 
-	mem := newFuzzMemory(f)
+	mem := virtiotest.NewMemoryWithHole(f, fzRegion0, fzRegion1, fzEnd1)
+	var snap virtiotest.Snapshot
 	f.Fuzz(func(t *testing.T, mode, limit byte, data []byte) {
 		rx, tx, rxq, txq := fzRings(t, mem, mode&4 != 0)
-		in := &fzReader{b: data}
+		in := virtiotest.NewFuzzInput(data)
 		if mode&1 != 0 {
-			buildRaw(tx, in)
+			virtiotest.FuzzTable(tx, in, fzBufMin, 0x9ffff)
 		} else {
-			buildChains(tx, in, false)
+			virtiotest.FuzzChains(tx, in, fzBufMin, 0x9ffff, mostly(false))
 		}
 		// Fill the memory the chains may point at with the input, so that
 		// frames carry arbitrary headers.
@@ -327,7 +171,7 @@ func FuzzTx(f *testing.F) {
 		if mode&2 != 0 {
 			tx.SetAvailIdx(tx.AvailIdx() + fzSize + 1) // corrupt
 		}
-		before := snapshot(mem)
+		snap.Take(mem)
 
 		var log []sent
 		mm := &recMMDS{log: &log}
@@ -345,20 +189,19 @@ func FuzzTx(f *testing.F) {
 		}
 		defer d.Close()
 		d.AckFeatures(featAll)
-		w := d.newWorker(mem, rxq, txq, &irqs{}, &hostBuffers{
+		w := d.newWorker(mem, rxq, txq, &virtiotest.IRQ{}, &hostBuffers{
 			tapRx: make([]byte, MaxBufferSize), mmdsRx: make([]byte, MaxBufferSize), tx: make([]byte, MaxBufferSize),
 		})
 		w.processTx()
 
-		changedOutsideRings(mem, before, snapshot(mem), func(addr uint64) {
-			t.Fatalf("TX wrote guest memory at %#x", addr)
-		})
-		if u := popAll(t, rx); len(u) != 0 {
+		// TX writes nothing but the rings.
+		snap.ExpectWrites(t, virtiotest.Spans{rx.Span(), tx.Span()}, nil, 0)
+		if u := rx.PopAllUsed(t); len(u) != 0 {
 			t.Fatalf("RX used entries %+v without RX buffers", u)
 		}
 		// The frames each returned chain should have produced, in order.
 		var want []sent
-		for _, u := range popAll(t, tx) {
+		for _, u := range tx.PopAllUsed(t) {
 			if u.Len != 0 {
 				t.Fatalf("TX used %+v with a length", u)
 			}
@@ -402,16 +245,7 @@ func FuzzTx(f *testing.F) {
 // chains it returns, no more bytes than the used lengths it reports, and
 // never more than a chain holds.
 func FuzzRx(f *testing.F) {
-	b := func(addr uint32, n uint16, flag byte) []byte {
-		return []byte{byte(addr), byte(addr >> 8), byte(addr >> 16), byte(n), byte(n >> 8), flag}
-	}
-	chain := func(bufs ...[]byte) []byte {
-		out := []byte{byte(len(bufs) - 1)}
-		for _, x := range bufs {
-			out = append(out, x...)
-		}
-		return out
-	}
+	b, chain := virtiotest.SeedBuffer, virtiotest.SeedChain
 	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 	frame := func(n uint32) []byte { return []byte{byte(n), byte(n >> 8), byte(n >> 16)} }
 	big := cat(chain(b(0, 0xffff, 1)), chain(b(0x10000, 0xffff, 1)), chain(b(0x20000, 0x2000, 1), b(0x30000, 0x8000, 1)))
@@ -423,14 +257,15 @@ func FuzzRx(f *testing.F) {
 	f.Add(byte(8), byte(2), big, cat(frame(200), frame(200), frame(200)))
 	f.Add(byte(0), byte(0), cat(chain(b(0, 0x5000, 1), b(0x6000, 0x5000, 1)), chain(b(0x3ff00, 0x8000, 1)), chain(b(0, 10, 1)), chain(b(0, 20, 0), b(0, 0xffff, 1))), cat(frame(20000), frame(60000)))
 
-	mem := newFuzzMemory(f)
+	mem := virtiotest.NewMemoryWithHole(f, fzRegion0, fzRegion1, fzEnd1)
+	var snap virtiotest.Snapshot
 	f.Fuzz(func(t *testing.T, mode, limit byte, chains, frames []byte) {
 		rx, tx, rxq, txq := fzRings(t, mem, mode&4 != 0)
-		in := &fzReader{b: chains}
+		in := virtiotest.NewFuzzInput(chains)
 		if mode&16 != 0 {
-			buildRaw(rx, in)
+			virtiotest.FuzzTable(rx, in, fzBufMin, 0x9ffff)
 		} else {
-			buildChains(rx, in, true)
+			virtiotest.FuzzChains(rx, in, fzBufMin, 0x9ffff, mostly(true))
 		}
 		if mode&32 != 0 {
 			rx.SetAvailIdx(rx.AvailIdx() + fzSize + 1) // corrupt
@@ -439,16 +274,16 @@ func FuzzRx(f *testing.F) {
 		// with MMDS on, the odd ones come from the stack.
 		var tapFrames [][]byte
 		var mmdsReplies []int
-		fr := &fzReader{b: frames}
-		for k := 0; len(fr.b) > 0 && k < 8; k++ {
-			n := int(fr.u24() % (MaxBufferSize + 64))
+		fr := virtiotest.NewFuzzInput(frames)
+		for k := 0; fr.Len() > 0 && k < 8; k++ {
+			n := int(fr.U24() % (MaxBufferSize + 64))
 			if mode&8 != 0 && k%2 == 1 {
 				mmdsReplies = append(mmdsReplies, n)
 				continue
 			}
 			tapFrames = append(tapFrames, pattern(n, byte(k)))
 		}
-		before := snapshot(mem)
+		snap.Take(mem)
 
 		var log []sent
 		cfg := Config{ID: "fuzz", Backend: recBackend{&log}, RxLimiter: fzLimiter(limit)}
@@ -462,7 +297,7 @@ func FuzzRx(f *testing.F) {
 		defer d.Close()
 		features := []uint64{featAll, featNoMrg, featSmall, featAll}[mode&3]
 		d.AckFeatures(features)
-		w := d.newWorker(mem, rxq, txq, &irqs{}, &hostBuffers{
+		w := d.newWorker(mem, rxq, txq, &virtiotest.IRQ{}, &hostBuffers{
 			tapRx: make([]byte, MaxBufferSize), mmdsRx: make([]byte, MaxBufferSize), tx: make([]byte, MaxBufferSize),
 		})
 		// Drive the worker as its reader would: hand it a frame whenever
@@ -488,14 +323,14 @@ func FuzzRx(f *testing.F) {
 		if len(log) != 0 {
 			t.Fatalf("RX wrote %d frames to the backend", len(log))
 		}
-		if u := popAll(t, tx); len(u) != 0 {
+		if u := tx.PopAllUsed(t); len(u) != 0 {
 			t.Fatalf("TX used entries %+v", u)
 		}
 
 		// Every used entry: a chain the guest offered, a length that fits
 		// its writable buffers.
 		var total uint64
-		for _, u := range popAll(t, rx) {
+		for _, u := range rx.PopAllUsed(t) {
 			if u.Len == 0 {
 				continue
 			}
@@ -514,22 +349,6 @@ func FuzzRx(f *testing.F) {
 		}
 		// Every changed byte lies in a writable buffer of the table, and
 		// no more changed than the used lengths say.
-		var allowed []virtio.Descriptor
-		for i := range uint16(fzSize) {
-			if dsc := readDesc(rx, i); dsc.IsWriteOnly() {
-				allowed = append(allowed, dsc)
-			}
-		}
-		changed := changedOutsideRings(mem, before, snapshot(mem), func(addr uint64) {
-			for _, dsc := range allowed {
-				if addr >= dsc.Addr && addr-dsc.Addr < uint64(dsc.Len) {
-					return
-				}
-			}
-			t.Fatalf("byte at %#x written outside every writable buffer", addr)
-		})
-		if changed > total {
-			t.Fatalf("%d bytes changed, but used lengths add up to %d", changed, total)
-		}
+		snap.ExpectWrites(t, virtiotest.Spans{rx.Span(), tx.Span()}, rx.WritableSpans(), total)
 	})
 }

@@ -52,25 +52,8 @@ func (r *rxChains) popFront(n int) {
 // back to the driver unused. At most a queue's worth is held, so a driver
 // that republishes heads cannot make the device hold more and more.
 func (w *worker) parseRxChains() {
-	for w.rx.len() < QueueSize && !w.stopping() {
-		c, err := w.rxq.PopOrEnableNotification(w.mem)
-		if err != nil {
-			var ce *virtio.ChainError
-			if !errors.As(err, &ce) {
-				// The avail ring itself is corrupt: nothing sensible can be
-				// popped until the driver resets the device.
-				log.RateLimited(&rlAvail).Errorf("net: could not pop from the RX queue: %v", err)
-				w.m.EventFails.Inc()
-				return
-			}
-			w.m.RxFails.Inc()
-			log.RateLimited(&rlChain).Errorf("net: could not parse an RX descriptor: %v", err)
-			// An out-of-range head cannot be returned; AddUsed refuses it.
-			if w.rxq.AddUsed(w.mem, ce.Head, 0) == nil {
-				w.rxUsed = true
-			}
-			continue
-		}
+	for w.rx.len() < QueueSize {
+		c := w.Pop(w.rxq, w.mem, &w.rxUsed, w.rxPopFault)
 		if c == nil {
 			return
 		}
@@ -88,6 +71,18 @@ func (w *worker) parseRxChains() {
 		if w.addUsed(w.rxq, c.Head, 0) {
 			w.rxUsed = true
 		}
+	}
+}
+
+// rxPopFault logs and counts a ring error met popping the RX queue.
+func (w *worker) rxPopFault(f virtio.PopFault, err error) {
+	switch f {
+	case virtio.CorruptRing:
+		log.RateLimited(&rlAvail).Errorf("net: could not pop from the RX queue: %v", err)
+		w.m.EventFails.Inc()
+	case virtio.MalformedChain:
+		w.m.RxFails.Inc()
+		log.RateLimited(&rlChain).Errorf("net: could not parse an RX descriptor: %v", err)
 	}
 }
 
@@ -130,7 +125,7 @@ const (
 func (w *worker) processRx() {
 	w.parseRxChains()
 	starved := false
-	for !w.rxThrottled && !w.stopping() {
+	for !w.rxThrottled && !w.Stopping() {
 		frame, fromMMDS := w.nextRxFrame()
 		if frame == nil {
 			break
@@ -149,7 +144,7 @@ func (w *worker) processRx() {
 			w.tapPending = nil
 		}
 	}
-	if !w.reading && w.tapPending == nil && !w.rxThrottled && !w.stopping() {
+	if !w.reading && w.tapPending == nil && !w.rxThrottled && !w.Stopping() {
 		// Only read from the TAP when any frame it can hold fits, as
 		// Firecracker does: a frame read must not wait for buffers.
 		if w.rx.capacity >= MaxBufferSize {
@@ -230,7 +225,7 @@ func (w *worker) deliver(frame []byte) deliverResult {
 		log.RateLimited(&rlRxFrame).Errorf("net: dropped a %d-byte frame larger than the %d-byte RX buffer", n, w.rx.at(0).len)
 		return delivered
 	}
-	if !consume(w.d.rxLim, uint64(n)) {
+	if !w.d.rxLim.ConsumeRequest(uint64(n)) {
 		w.m.RxRateLimiterThrottled.Inc()
 		w.rxThrottled = true
 		return throttled

@@ -2,7 +2,6 @@ package net
 
 import (
 	"bytes"
-	"errors"
 	"io"
 	"time"
 
@@ -26,22 +25,8 @@ const ethHdrLen = 14
 // its answer reaches the guest without waiting for another event.
 func (w *worker) processTx() {
 	usedAny, toMMDS := false, false
-	for !w.stopping() {
-		c, err := w.txq.PopOrEnableNotification(w.mem)
-		if err != nil {
-			var ce *virtio.ChainError
-			if !errors.As(err, &ce) {
-				log.RateLimited(&rlAvail).Errorf("net: could not pop from the TX queue: %v", err)
-				w.m.EventFails.Inc()
-				break
-			}
-			w.m.TxFails.Inc()
-			log.RateLimited(&rlChain).Errorf("net: could not parse a TX descriptor: %v", err)
-			if w.txq.AddUsed(w.mem, ce.Head, 0) == nil {
-				usedAny = true
-			}
-			continue
-		}
+	for {
+		c := w.Pop(w.txq, w.mem, &usedAny, w.txPopFault)
 		if c == nil {
 			break
 		}
@@ -62,8 +47,20 @@ func (w *worker) processTx() {
 	} else {
 		w.m.NoTxAvailBuffer.Inc()
 	}
-	if toMMDS && !w.stopping() {
+	if toMMDS && !w.Stopping() {
 		w.processRx()
+	}
+}
+
+// txPopFault logs and counts a ring error met popping the TX queue.
+func (w *worker) txPopFault(f virtio.PopFault, err error) {
+	switch f {
+	case virtio.CorruptRing:
+		log.RateLimited(&rlAvail).Errorf("net: could not pop from the TX queue: %v", err)
+		w.m.EventFails.Inc()
+	case virtio.MalformedChain:
+		w.m.TxFails.Inc()
+		log.RateLimited(&rlChain).Errorf("net: could not parse a TX descriptor: %v", err)
 	}
 }
 
@@ -82,7 +79,7 @@ func (w *worker) sendChain(c *virtio.DescriptorChain) (toMMDS, ok bool) {
 		log.RateLimited(&rlTxFrame).Errorf("net: received too big frame from driver (%d bytes)", n)
 		return false, true
 	}
-	if !consume(w.d.txLim, uint64(n)) {
+	if !w.d.txLim.ConsumeRequest(uint64(n)) {
 		w.txq.UndoPop()
 		w.m.TxRateLimiterThrottled.Inc()
 		w.txThrottled = true
@@ -107,7 +104,7 @@ func (w *worker) sendChain(c *virtio.DescriptorChain) (toMMDS, ok bool) {
 	if m := w.d.mmds; m != nil && m.DetourFrame(frame) {
 		metricsMMDS.RxAccepted.Inc()
 		// MMDS traffic does not count against the guest's limits.
-		refund(w.d.txLim, uint64(n))
+		w.d.txLim.RefundRequest(uint64(n))
 		return true, true
 	}
 	if w.d.hasMAC && len(frame) >= ethHdrLen && !bytes.Equal(frame[6:12], w.d.mac[:]) {

@@ -2,11 +2,7 @@ package rng
 
 import (
 	"crypto/rand"
-	"errors"
-	"fmt"
 	"io"
-	"sync"
-	"sync/atomic"
 
 	"github.com/squib-vmm/squib/internal/logger"
 	"github.com/squib-vmm/squib/internal/memory"
@@ -86,21 +82,18 @@ type Device struct {
 	rand     io.Reader // the host CSPRNG; tests replace it
 	m        *metrics.EntropyMetrics
 
-	acked atomic.Uint64
-
-	// mu serialises Activate and Reset with each other; the transport
-	// already does, but the device does not rely on it.
-	mu sync.Mutex
-	// w is the running worker, nil while inactive. It is atomic so that
-	// QueueNotify, which may come from any vCPU at any time, never waits
-	// behind a Reset that is stopping the worker.
-	w atomic.Pointer[worker]
+	// life holds the acknowledged features and the running worker.
+	life virtio.Lifecycle[*worker]
 }
 
 // New returns an inactive entropy device limited by limiter (nil for no
 // limit).
 func New(limiter Limiter) *Device {
-	d := &Device{limiter: limiter, rand: rand.Reader, m: &metrics.Default.Entropy}
+	m := &metrics.Default.Entropy
+	d := &Device{
+		limiter: limiter, rand: rand.Reader, m: m,
+		life: virtio.Lifecycle[*worker]{Name: "entropy", Queues: 1, ActivateFails: &m.ActivateFails},
+	}
 	if r, ok := limiter.(Refunder); ok {
 		d.refunder = r
 	}
@@ -114,11 +107,11 @@ func (d *Device) DeviceType() virtio.DeviceType { return virtio.TypeRNG }
 func (d *Device) AvailableFeatures() uint64 { return 1 << virtio.FeatureVersion1 }
 
 // AckFeatures implements virtio.Device.
-func (d *Device) AckFeatures(features uint64) { d.acked.Store(features) }
+func (d *Device) AckFeatures(features uint64) { d.life.AckFeatures(features) }
 
 // AckedFeatures returns the features the driver acknowledged (for a
 // snapshot).
-func (d *Device) AckedFeatures() uint64 { return d.acked.Load() }
+func (d *Device) AckedFeatures() uint64 { return d.life.AckedFeatures() }
 
 // ReadConfig implements virtio.Device: there is no configuration space,
 // so everything reads as zero.
@@ -132,64 +125,32 @@ func (d *Device) WriteConfig(uint64, []byte) {}
 func (d *Device) QueueMaxSizes() []uint16 { return []uint16{QueueSize} }
 
 // Activated reports whether the device is active (its worker runs).
-func (d *Device) Activated() bool { return d.w.Load() != nil }
+func (d *Device) Activated() bool { return d.life.Active() }
 
 // Activate implements virtio.Device: it starts the worker that serves the
 // queue.
 func (d *Device) Activate(mem *memory.Guest, queues []*virtio.Queue, interrupt virtio.Interrupt) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var err error
-	switch {
-	case d.w.Load() != nil:
-		err = errors.New("entropy: device already activated")
-	case mem == nil || interrupt == nil:
-		err = errors.New("entropy: activation without memory or interrupt")
-	case len(queues) != 1 || queues[0] == nil:
-		err = fmt.Errorf("entropy: activation with %d queues, want 1", len(queues))
-	}
-	if err != nil {
-		d.m.ActivateFails.Inc()
-		return err
-	}
-	w := d.newWorker(mem, queues[0], interrupt)
-	d.w.Store(w)
-	go w.run()
-	return nil
+	return d.life.Activate(mem, queues, interrupt, func() (*worker, *virtio.Worker, error) {
+		w := d.newWorker(mem, queues[0], interrupt)
+		w.Go(w.run)
+		return w, w.Worker, nil
+	})
 }
 
 // QueueNotify implements virtio.Device: it wakes the worker and never
-// blocks. Before activation and after Reset it does nothing.
-func (d *Device) QueueNotify(index int) {
-	w := d.w.Load()
-	if w == nil || index != 0 {
-		return
-	}
-	// One pending wake-up is enough: the worker drains the whole queue
-	// each time it wakes.
-	select {
-	case w.notify <- struct{}{}:
-	default:
-	}
-}
+// blocks. Before activation and after Reset it does nothing. One pending
+// wake-up is enough: the worker drains the whole queue each time it wakes.
+func (d *Device) QueueNotify(index int) { d.life.Notify(index) }
 
 // Reset implements virtio.Device: it stops the worker, waits for it to
 // exit, and forgets the queue, memory, interrupt and acknowledged
 // features. It never fails.
-func (d *Device) Reset() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if w := d.w.Swap(nil); w != nil {
-		close(w.stop)
-		<-w.done
-	}
-	d.acked.Store(0)
-	return nil
-}
+func (d *Device) Reset() error { return d.life.Reset() }
 
 // worker owns the queue between Activate and Reset: a virtio.Queue is not
 // safe for concurrent use, so only this goroutine touches it.
 type worker struct {
+	*virtio.Worker
 	mem       *memory.Guest
 	q         *virtio.Queue
 	irq       virtio.Interrupt
@@ -197,21 +158,16 @@ type worker struct {
 	refunder  Refunder
 	rand      io.Reader
 	m         *metrics.EntropyMetrics
-	notify    chan struct{} // capacity 1: a pending kick
 	retry     <-chan struct{}
-	stop      chan struct{} // closed by Reset
-	done      chan struct{} // closed when run returns
-	throttled bool          // the limiter refused; wait for retry
-	buf       []byte        // host buffer for one request, grown on demand
+	throttled bool   // the limiter refused; wait for retry
+	buf       []byte // host buffer for one request, grown on demand
 }
 
 func (d *Device) newWorker(mem *memory.Guest, q *virtio.Queue, irq virtio.Interrupt) *worker {
 	w := &worker{
-		mem: mem, q: q, irq: irq,
+		Worker: virtio.NewWorker(),
+		mem:    mem, q: q, irq: irq,
 		limiter: d.limiter, refunder: d.refunder, rand: d.rand, m: d.m,
-		notify: make(chan struct{}, 1),
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
 	}
 	if d.limiter != nil {
 		w.retry = d.limiter.Retry() // a nil channel never fires: no limit
@@ -220,12 +176,11 @@ func (d *Device) newWorker(mem *memory.Guest, q *virtio.Queue, irq virtio.Interr
 }
 
 func (w *worker) run() {
-	defer close(w.done)
 	for {
 		select {
-		case <-w.stop:
+		case <-w.Done():
 			return
-		case <-w.notify:
+		case <-w.Wake():
 			if w.throttled {
 				// As Firecracker does for a queue event while its limiter
 				// is blocked: count it and leave the queue for the retry.
@@ -241,45 +196,14 @@ func (w *worker) run() {
 	}
 }
 
-// stopping reports whether Reset is waiting for the worker, so that a long
-// drain of a queue the guest keeps refilling does not hold Reset up.
-func (w *worker) stopping() bool {
-	select {
-	case <-w.stop:
-		return true
-	default:
-		return false
-	}
-}
-
 // process serves every available request (Firecracker's
 // process_entropy_queue), until the queue is empty, the limiter refuses or
 // the device is being reset, then interrupts the driver if it returned
 // anything.
 func (w *worker) process() {
 	usedAny := false
-	for !w.stopping() {
-		c, err := w.q.PopOrEnableNotification(w.mem)
-		if err != nil {
-			var ce *virtio.ChainError
-			if !errors.As(err, &ce) {
-				// The avail ring itself is corrupt: there is nothing
-				// sensible to pop until the driver resets the device.
-				log.RateLimited(&rlAvail).Errorf("entropy: Could not pop from the entropy queue: %v", err)
-				w.m.EntropyEventFails.Inc()
-				break
-			}
-			w.m.EntropyEventCount.Inc()
-			w.m.EntropyEventFails.Inc()
-			log.RateLimited(&rlChain).Errorf("entropy: Could not parse descriptor chain: %v", err)
-			// Hand the chain back empty so the driver can reuse it; an
-			// out-of-range head cannot be returned, and is dropped (the
-			// failure is counted already).
-			if w.q.AddUsed(w.mem, ce.Head, 0) == nil {
-				usedAny = true
-			}
-			continue
-		}
+	for {
+		c := w.Pop(w.q, w.mem, &usedAny, w.popFault)
 		if c == nil {
 			break
 		}
@@ -304,11 +228,22 @@ func (w *worker) process() {
 		usedAny = true
 		w.m.EntropyBytes.Add(uint64(n))
 	}
-	if usedAny && w.q.NeedsNotification(w.mem) {
-		if err := w.irq.TriggerQueue(0); err != nil {
-			log.RateLimited(&rlIRQ).Errorf("entropy: %v", err)
-			w.m.EntropyEventFails.Inc()
-		}
+	if err := w.q.Signal(w.mem, w.irq, 0, usedAny); err != nil {
+		log.RateLimited(&rlIRQ).Errorf("entropy: %v", err)
+		w.m.EntropyEventFails.Inc()
+	}
+}
+
+// popFault logs and counts a ring error met by Pop.
+func (w *worker) popFault(f virtio.PopFault, err error) {
+	switch f {
+	case virtio.CorruptRing:
+		log.RateLimited(&rlAvail).Errorf("entropy: Could not pop from the entropy queue: %v", err)
+		w.m.EntropyEventFails.Inc()
+	case virtio.MalformedChain:
+		w.m.EntropyEventCount.Inc()
+		w.m.EntropyEventFails.Inc()
+		log.RateLimited(&rlChain).Errorf("entropy: Could not parse descriptor chain: %v", err)
 	}
 }
 

@@ -2,11 +2,9 @@ package rng
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,57 +32,31 @@ const (
 // do not run in parallel, so each sees only its own device's counts.
 var em = &metrics.Default.Entropy
 
-// line is the transport's interrupt line; it counts triggers.
-type line struct{ n atomic.Int32 }
-
-func (l *line) Trigger() error { l.n.Add(1); return nil }
-
 type rig struct {
 	t    *testing.T
 	mem  *memory.Guest
 	dev  *Device
-	line *line
+	line *virtiotest.Line
 	tr   *mmio.Transport
 	ring *virtiotest.Ring
 }
 
 func newRig(t *testing.T, lim Limiter) *rig {
 	t.Helper()
-	mem, err := virtiotest.NewMemory(0, ramSize)
-	if err != nil {
-		t.Fatal(err)
-	}
+	mem := virtiotest.MemoryAt(t, 0, ramSize)
 	dev := New(lim)
-	l := &line{}
-	tr, err := mmio.New(mem, dev, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Stop the worker before unmapping the memory it uses.
-	t.Cleanup(func() {
-		dev.Reset()
-		mem.Close()
-	})
+	tr, l := virtiotest.NewTransport(t, mem, dev)
+	// Stop the worker before the memory it uses is unmapped.
+	t.Cleanup(func() { dev.Reset() })
 	return &rig{t: t, mem: mem, dev: dev, line: l, tr: tr}
 }
 
-func (r *rig) rd(off uint64) uint32 {
-	var b [4]byte
-	r.tr.Read(off, b[:])
-	return binary.LittleEndian.Uint32(b[:])
-}
-
-func (r *rig) wr(off uint64, v uint32) {
-	var b [4]byte
-	binary.LittleEndian.PutUint32(b[:], v)
-	r.tr.Write(off, b[:])
-}
+func (r *rig) rd(off uint64) uint32    { return virtiotest.Read32(r.tr, off) }
+func (r *rig) wr(off uint64, v uint32) { virtiotest.Write32(r.tr, off, v) }
 
 func (r *rig) expectStatus(want uint32) {
 	r.t.Helper()
-	if got := r.rd(0x70); got != want {
-		r.t.Fatalf("status = %#x, want %#x", got, want)
-	}
+	virtiotest.ExpectStatus(r.t, r.tr, want)
 }
 
 // linuxInit probes and initialises the device as drivers/virtio/
@@ -92,10 +64,7 @@ func (r *rig) expectStatus(want uint32) {
 // leaves the device live.
 func (r *rig) linuxInit(size uint16) {
 	r.t.Helper()
-	ring, err := virtiotest.NewRing(r.mem, ringBase, size)
-	if err != nil {
-		r.t.Fatal(err)
-	}
+	ring := virtiotest.RingAt(r.t, r.mem, ringBase, size)
 	r.linuxInitRing(ring)
 }
 
@@ -105,21 +74,9 @@ func (r *rig) linuxInitRing(ring *virtiotest.Ring) {
 	if r.rd(0x00) != mmio.MagicValue || r.rd(0x04) != 2 || r.rd(0x08) != 4 || r.rd(0x0c) != 0 {
 		r.t.Fatal("bad identification registers")
 	}
-	r.wr(0x70, 0)
-	r.wr(0x70, sAck)
-	r.wr(0x70, sDrv)
-	r.wr(0x14, 1)
-	hi := r.rd(0x10)
-	r.wr(0x14, 0)
-	lo := r.rd(0x10)
-	if offered := uint64(hi)<<32 | uint64(lo); offered != 1<<virtio.FeatureVersion1 {
+	if offered := virtiotest.Negotiate(r.tr, nil); offered != 1<<virtio.FeatureVersion1 {
 		r.t.Fatalf("offered features %#x, want VERSION_1 only", offered)
 	}
-	r.wr(0x24, 1)
-	r.wr(0x20, 1) // VERSION_1
-	r.wr(0x24, 0)
-	r.wr(0x20, 0)
-	r.wr(0x70, sFeat)
 	r.expectStatus(sFeat)
 	if r.dev.AckedFeatures() != 1<<virtio.FeatureVersion1 {
 		r.t.Fatalf("acked features %#x", r.dev.AckedFeatures())
@@ -137,14 +94,7 @@ func (r *rig) linuxInitRing(ring *virtiotest.Ring) {
 	if m := r.rd(0x34); m != QueueSize {
 		r.t.Fatalf("queue num max %d, want %d", m, QueueSize)
 	}
-	r.wr(0x38, uint32(ring.Size))
-	r.wr(0x80, uint32(ring.Desc))
-	r.wr(0x84, uint32(ring.Desc>>32))
-	r.wr(0x90, uint32(ring.Avail))
-	r.wr(0x94, uint32(ring.Avail>>32))
-	r.wr(0xa0, uint32(ring.Used))
-	r.wr(0xa4, uint32(ring.Used>>32))
-	r.wr(0x44, 1)
+	virtiotest.SetupQueue(r.tr, 0, ring)
 	r.wr(0x70, sLive)
 	r.expectStatus(sLive)
 	if !r.dev.Activated() {
@@ -157,33 +107,13 @@ func (r *rig) kick() { r.wr(0x50, 0) }
 
 func (r *rig) add(bufs ...virtiotest.Buffer) uint16 {
 	r.t.Helper()
-	h, err := r.ring.AddChain(bufs...)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	return h
+	return r.ring.Add(r.t, bufs...)
 }
 
 // waitUsed waits for n used entries and returns them.
 func (r *rig) waitUsed(n int) []virtiotest.Used {
 	r.t.Helper()
-	var out []virtiotest.Used
-	deadline := time.Now().Add(5 * time.Second)
-	for len(out) < n {
-		u, ok, err := r.ring.PopUsed()
-		if err != nil {
-			r.t.Fatal(err)
-		}
-		if ok {
-			out = append(out, u)
-			continue
-		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("got %d used entries, want %d: %+v", len(out), n, out)
-		}
-		time.Sleep(time.Millisecond)
-	}
-	return out
+	return r.ring.WaitUsed(r.t, n)
 }
 
 // expectNoUsed checks that nothing is returned within a short while.
@@ -197,41 +127,13 @@ func (r *rig) expectNoUsed() {
 
 func (r *rig) bytesAt(addr uint64, n int) []byte {
 	r.t.Helper()
-	b := make([]byte, n)
-	if err := r.mem.ReadAt(b, addr); err != nil {
-		r.t.Fatal(err)
-	}
-	return b
+	return virtiotest.ReadGuest(r.t, r.mem, addr, n)
 }
 
 func (r *rig) fill(addr uint64, n int, v byte) {
 	r.t.Helper()
-	if err := r.mem.WriteAt(bytes.Repeat([]byte{v}, n), addr); err != nil {
-		r.t.Fatal(err)
-	}
+	virtiotest.WriteGuest(r.t, r.mem, addr, bytes.Repeat([]byte{v}, n))
 }
-
-// eventually polls cond for up to 5 s.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
-// delta snapshots a counter, for "grew by" checks.
-type delta struct {
-	m    *metrics.IncMetric
-	base uint64
-}
-
-func track(m *metrics.IncMetric) delta  { return delta{m, m.Count()} }
-func (d delta) get() uint64             { return d.m.Count() - d.base }
-func (d delta) is(n uint64) func() bool { return func() bool { return d.get() == n } }
 
 func allZero(b []byte) bool { return !bytes.ContainsFunc(b, func(r rune) bool { return r != 0 }) }
 
@@ -264,7 +166,7 @@ func TestIdentity(t *testing.T) {
 func TestRequest(t *testing.T) {
 	r := newRig(t, nil)
 	r.linuxInit(256)
-	count, got, fails := track(&em.EntropyEventCount), track(&em.EntropyBytes), track(&em.EntropyEventFails)
+	count, got, fails := virtiotest.Track(&em.EntropyEventCount), virtiotest.Track(&em.EntropyBytes), virtiotest.Track(&em.EntropyEventFails)
 
 	const n = 64
 	r.fill(bufBase, n+16, 0)
@@ -281,7 +183,7 @@ func TestRequest(t *testing.T) {
 	if !bytes.Equal(r.bytesAt(bufBase+n, 16), bytes.Repeat([]byte{0xaa}, 16)) {
 		t.Fatal("write past the buffer")
 	}
-	eventually(t, "interrupt", func() bool { return r.line.n.Load() == 1 })
+	virtiotest.Eventually(t, "interrupt", func() bool { return r.line.Count() == 1 })
 	if r.rd(0x60) != mmio.InterruptUsedRing {
 		t.Fatalf("interrupt status %#x", r.rd(0x60))
 	}
@@ -289,8 +191,8 @@ func TestRequest(t *testing.T) {
 	if r.rd(0x60) != 0 {
 		t.Fatal("interrupt not acknowledged")
 	}
-	if count.get() != 1 || got.get() != n || fails.get() != 0 {
-		t.Fatalf("metrics: events %d, bytes %d, fails %d", count.get(), got.get(), fails.get())
+	if count.Get() != 1 || got.Get() != n || fails.Get() != 0 {
+		t.Fatalf("metrics: events %d, bytes %d, fails %d", count.Get(), got.Get(), fails.Get())
 	}
 
 	// A second request in the same buffer gets fresh bytes.
@@ -310,12 +212,9 @@ func TestSeveralChainsOneNotify(t *testing.T) {
 	// The chains are all available before the worker's first look (the
 	// transport's notification at activation), so the batch and its one
 	// interrupt do not depend on scheduling.
-	ring, err := virtiotest.NewRing(r.mem, ringBase, 256)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ring := virtiotest.RingAt(t, r.mem, ringBase, 256)
 	r.ring = ring
-	count, got := track(&em.EntropyEventCount), track(&em.EntropyBytes)
+	count, got := virtiotest.Track(&em.EntropyEventCount), virtiotest.Track(&em.EntropyBytes)
 	type req struct {
 		bufs []virtiotest.Buffer
 		want uint32
@@ -345,13 +244,13 @@ func TestSeveralChainsOneNotify(t *testing.T) {
 			}
 		}
 	}
-	if count.get() != 3 || got.get() != 542 {
-		t.Fatalf("metrics: events %d, bytes %d", count.get(), got.get())
+	if count.Get() != 3 || got.Get() != 542 {
+		t.Fatalf("metrics: events %d, bytes %d", count.Get(), got.Get())
 	}
 	// One batch, one interrupt.
-	eventually(t, "interrupt", func() bool { return r.line.n.Load() >= 1 })
+	virtiotest.Eventually(t, "interrupt", func() bool { return r.line.Count() >= 1 })
 	time.Sleep(10 * time.Millisecond)
-	if n := r.line.n.Load(); n != 1 {
+	if n := r.line.Count(); n != 1 {
 		t.Fatalf("%d interrupts for one batch", n)
 	}
 }
@@ -359,7 +258,7 @@ func TestSeveralChainsOneNotify(t *testing.T) {
 func TestBadChains(t *testing.T) {
 	r := newRig(t, nil)
 	r.linuxInit(256)
-	count, got, fails := track(&em.EntropyEventCount), track(&em.EntropyBytes), track(&em.EntropyEventFails)
+	count, got, fails := virtiotest.Track(&em.EntropyEventCount), virtiotest.Track(&em.EntropyBytes), virtiotest.Track(&em.EntropyEventFails)
 
 	r.fill(bufBase, 0x3000, 0)
 	h1 := r.add(virtiotest.Buffer{Addr: bufBase, Len: 64}) // readable only
@@ -381,8 +280,8 @@ func TestBadChains(t *testing.T) {
 	if !allZero(r.bytesAt(bufBase, 0x2000)) || !allZero(r.bytesAt(bufBase+0x2020, 0x20)) {
 		t.Fatal("a rejected chain's buffer was written")
 	}
-	if count.get() != 5 || fails.get() != 4 || got.get() != 32 {
-		t.Fatalf("metrics: events %d, fails %d, bytes %d", count.get(), fails.get(), got.get())
+	if count.Get() != 5 || fails.Get() != 4 || got.Get() != 32 {
+		t.Fatalf("metrics: events %d, fails %d, bytes %d", count.Get(), fails.Get(), got.Get())
 	}
 }
 
@@ -411,10 +310,7 @@ func TestKickBeforeDriverOK(t *testing.T) {
 	// The driver publishes a chain and kicks before DRIVER_OK: the device
 	// drops the kick, and serves the chain on the transport's
 	// re-notification at activation.
-	ring, err := virtiotest.NewRing(r.mem, ringBase, 16)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ring := virtiotest.RingAt(t, r.mem, ringBase, 16)
 	head, err := ring.AddChain(virtiotest.Buffer{Addr: bufBase, Len: 8, Writable: true})
 	if err != nil {
 		t.Fatal(err)
@@ -491,21 +387,18 @@ func (l *fakeLimiter) charged() (ops, bytes, refundedOps uint64) {
 func TestThrottled(t *testing.T) {
 	lim := newFakeLimiter()
 	r := newRig(t, lim)
-	throttled, events, got := track(&em.EntropyRateLimiterThrottled), track(&em.RateLimiterEventCount), track(&em.EntropyBytes)
+	throttled, events, got := virtiotest.Track(&em.EntropyRateLimiterThrottled), virtiotest.Track(&em.RateLimiterEventCount), virtiotest.Track(&em.EntropyBytes)
 
 	// Bytes refused: the op is given back, nothing is served. The chain
 	// is there before activation, so the transport's notification then is
 	// the only one and the counts below do not depend on scheduling.
 	lim.set(false, true)
-	ring, err := virtiotest.NewRing(r.mem, ringBase, 256)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ring := virtiotest.RingAt(t, r.mem, ringBase, 256)
 	r.ring = ring
 	r.fill(bufBase, 100, 0)
 	head := r.add(virtiotest.Buffer{Addr: bufBase, Len: 100, Writable: true})
 	r.linuxInitRing(ring)
-	eventually(t, "throttling", throttled.is(1))
+	virtiotest.Eventually(t, "throttling", throttled.Is(1))
 	r.expectNoUsed()
 	if ops, b, refunded := lim.charged(); ops != 0 || b != 0 || refunded != 1 {
 		t.Fatalf("charged %d ops, %d bytes, refunded %d ops", ops, b, refunded)
@@ -518,15 +411,15 @@ func TestThrottled(t *testing.T) {
 	// the limiter would allow: only Retry resumes the queue.
 	lim.set(false, false)
 	r.kick()
-	eventually(t, "rate limiter event", events.is(1))
+	virtiotest.Eventually(t, "rate limiter event", events.Is(1))
 	r.expectNoUsed()
 
 	// Ops refused now; a retry tries again and is refused again.
 	lim.set(true, false)
 	lim.retry <- struct{}{}
-	eventually(t, "second throttling", throttled.is(2))
-	if events.get() != 2 {
-		t.Fatalf("rate limiter events %d, want 2", events.get())
+	virtiotest.Eventually(t, "second throttling", throttled.Is(2))
+	if events.Get() != 2 {
+		t.Fatalf("rate limiter events %d, want 2", events.Get())
 	}
 	r.expectNoUsed()
 
@@ -542,8 +435,8 @@ func TestThrottled(t *testing.T) {
 	if ops, b, _ := lim.charged(); ops != 2 || b != 150 {
 		t.Fatalf("charged %d ops, %d bytes; want 2, 150", ops, b)
 	}
-	if got.get() != 150 || throttled.get() != 2 || events.get() != 3 {
-		t.Fatalf("metrics: bytes %d, throttled %d, events %d", got.get(), throttled.get(), events.get())
+	if got.Get() != 150 || throttled.Get() != 2 || events.Get() != 3 {
+		t.Fatalf("metrics: bytes %d, throttled %d, events %d", got.Get(), throttled.Get(), events.Get())
 	}
 
 	// Not throttled any more: a kick serves at once.
@@ -566,7 +459,7 @@ func TestThrottledWithoutRefunder(t *testing.T) {
 	lim.set(false, true)
 	r.add(virtiotest.Buffer{Addr: bufBase, Len: 8, Writable: true})
 	r.kick()
-	eventually(t, "op charged", func() bool { ops, _, _ := lim.charged(); return ops == 1 })
+	virtiotest.Eventually(t, "op charged", func() bool { ops, _, _ := lim.charged(); return ops == 1 })
 	lim.set(false, false)
 	lim.retry <- struct{}{}
 	if u := r.waitUsed(1)[0]; u.Len != 8 {
@@ -574,38 +467,31 @@ func TestThrottledWithoutRefunder(t *testing.T) {
 	}
 }
 
-func goroutinesBack(t *testing.T, base int) {
-	t.Helper()
-	eventually(t, "worker exit", func() bool { return runtime.NumGoroutine() <= base })
-}
-
 func TestResetStopsWorker(t *testing.T) {
 	lim := newFakeLimiter()
 	r := newRig(t, lim)
 	base := runtime.NumGoroutine()
 	r.linuxInit(256)
-	w := r.dev.w.Load()
+	w := r.dev.life.Current()
 	if w == nil || runtime.NumGoroutine() < base+1 {
 		t.Fatalf("want one worker goroutine: %d -> %d", base, runtime.NumGoroutine())
 	}
 	// Leave the worker throttled, with a chain pending.
 	lim.set(true, false)
-	throttled := track(&em.EntropyRateLimiterThrottled)
+	throttled := virtiotest.Track(&em.EntropyRateLimiterThrottled)
 	r.add(virtiotest.Buffer{Addr: bufBase, Len: 8, Writable: true})
 	r.kick()
-	eventually(t, "throttling", throttled.is(1))
+	virtiotest.Eventually(t, "throttling", throttled.Is(1))
 
 	r.wr(0x70, 0)
 	r.expectStatus(0)
-	select {
-	case <-w.done:
-	default:
+	if w.Running() != 0 {
 		t.Fatal("Reset returned before the worker exited")
 	}
 	if r.dev.Activated() || r.dev.AckedFeatures() != 0 {
 		t.Fatal("device still active after reset")
 	}
-	goroutinesBack(t, base)
+	virtiotest.WaitGoroutines(t, base)
 	// Kicks and retries after reset go nowhere.
 	r.dev.QueueNotify(0)
 	lim.set(false, false)
@@ -626,7 +512,7 @@ func TestResetStopsWorker(t *testing.T) {
 	if err := r.dev.Reset(); err != nil {
 		t.Fatal(err)
 	}
-	goroutinesBack(t, base)
+	virtiotest.WaitGoroutines(t, base)
 }
 
 // TestResetWhileBusy resets while kicks race with the worker.
@@ -651,13 +537,13 @@ func TestResetWhileBusy(t *testing.T) {
 			t.Fatal("active after reset")
 		}
 	}
-	goroutinesBack(t, base)
+	virtiotest.WaitGoroutines(t, base)
 }
 
 func TestConcurrentKicks(t *testing.T) {
 	r := newRig(t, nil)
 	r.linuxInit(256)
-	got := track(&em.EntropyBytes)
+	got := virtiotest.Track(&em.EntropyBytes)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for range 3 {
@@ -689,8 +575,8 @@ func TestConcurrentKicks(t *testing.T) {
 			t.Fatalf("used[%d] = %+v", i, u)
 		}
 	}
-	if got.get() != n*64 {
-		t.Fatalf("entropy bytes %d", got.get())
+	if got.Get() != n*64 {
+		t.Fatalf("entropy bytes %d", got.Get())
 	}
 }
 
@@ -702,7 +588,7 @@ func TestHostRNGFailure(t *testing.T) {
 	r := newRig(t, nil)
 	r.dev.rand = failingReader{}
 	r.linuxInit(256)
-	rngFails, fails, got := track(&em.HostRngFails), track(&em.EntropyEventFails), track(&em.EntropyBytes)
+	rngFails, fails, got := virtiotest.Track(&em.HostRngFails), virtiotest.Track(&em.EntropyEventFails), virtiotest.Track(&em.EntropyBytes)
 	r.fill(bufBase, 32, 0)
 	r.add(virtiotest.Buffer{Addr: bufBase, Len: 32, Writable: true})
 	r.kick()
@@ -712,39 +598,30 @@ func TestHostRNGFailure(t *testing.T) {
 	if !allZero(r.bytesAt(bufBase, 32)) {
 		t.Fatal("buffer written without entropy")
 	}
-	if rngFails.get() != 1 || fails.get() != 1 || got.get() != 0 {
-		t.Fatalf("metrics: host_rng_fails %d, fails %d, bytes %d", rngFails.get(), fails.get(), got.get())
+	if rngFails.Get() != 1 || fails.Get() != 1 || got.Get() != 0 {
+		t.Fatalf("metrics: host_rng_fails %d, fails %d, bytes %d", rngFails.Get(), fails.Get(), got.Get())
 	}
 }
 
-type nopIRQ struct{}
-
-func (nopIRQ) TriggerQueue(int) error { return nil }
-func (nopIRQ) TriggerConfig() error   { return nil }
-
 func TestActivateErrors(t *testing.T) {
-	mem, err := virtiotest.NewMemory(0, ramSize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mem.Close()
-	fails := track(&em.ActivateFails)
+	mem := virtiotest.MemoryAt(t, 0, ramSize)
+	fails := virtiotest.Track(&em.ActivateFails)
 	d := New(nil)
-	if err := d.Activate(mem, nil, nopIRQ{}); err == nil {
+	if err := d.Activate(mem, nil, &virtiotest.IRQ{}); err == nil {
 		t.Fatal("activated without a queue")
 	}
 	q := virtio.NewQueue(QueueSize)
-	if err := d.Activate(nil, []*virtio.Queue{q}, nopIRQ{}); err == nil {
+	if err := d.Activate(nil, []*virtio.Queue{q}, &virtiotest.IRQ{}); err == nil {
 		t.Fatal("activated without memory")
 	}
-	if err := d.Activate(mem, []*virtio.Queue{q}, nopIRQ{}); err != nil {
+	if err := d.Activate(mem, []*virtio.Queue{q}, &virtiotest.IRQ{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Activate(mem, []*virtio.Queue{q}, nopIRQ{}); err == nil {
+	if err := d.Activate(mem, []*virtio.Queue{q}, &virtiotest.IRQ{}); err == nil {
 		t.Fatal("activated twice")
 	}
-	if fails.get() != 3 {
-		t.Fatalf("activate_fails %d, want 3", fails.get())
+	if fails.Get() != 3 {
+		t.Fatalf("activate_fails %d, want 3", fails.Get())
 	}
 	// A kick on an uninitialised queue fails in Pop, without a panic.
 	d.QueueNotify(0)

@@ -1,9 +1,21 @@
 // Package virtiotest is test support for virtio devices and transports: a
 // driver-side split virtqueue (Ring) that lays out a descriptor table and
 // avail and used rings in a memory.Guest, publishes chains and reads used
-// entries back, much like rust-vmm virtio-queue's mock; and a configurable
-// dummy Device that records what the transport does to it. Only tests
-// import it.
+// entries back, much like rust-vmm virtio-queue's mock; a configurable
+// dummy Device that records what the transport does to it; and the
+// scaffolding the device tests share:
+//
+//   - fuzzing: FuzzInput to read values from a fuzz input, guest memory
+//     with a hole (NewMemoryWithHole), and Snapshot with Ring.WritableSpans
+//     to check that a device wrote guest memory only inside the buffers it
+//     was given and no more than it reported;
+//   - waiting without timed assertions: Eventually, Ring.WaitUsed,
+//     WaitGoroutines (goroutine leaks after a reset), metric deltas
+//     (Track);
+//   - interrupts that count (IRQ for a device, Line for a transport) and
+//     virtio-mmio register access (Read32, Write32, SetupQueue).
+//
+// Only tests import it.
 package virtiotest
 
 import (

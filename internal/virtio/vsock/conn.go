@@ -393,31 +393,16 @@ func (c *conn) wants() evset {
 // package net are non-blocking, and RawConn.Control keeps the fd open
 // while f runs without taking the read or write lock that a waiter holds.
 
-func (c *conn) readv(iovs [][]byte) (int, error) {
-	var n int
-	var err error
-	if cerr := c.raw.Control(func(fd uintptr) {
-		for {
-			n, err = unix.Readv(int(fd), iovs)
-			if err != unix.EINTR {
-				break
-			}
-		}
-	}); cerr != nil {
-		return 0, cerr
-	}
-	if err != nil {
-		return 0, err
-	}
-	return n, nil
-}
+func (c *conn) readv(iovs [][]byte) (int, error)  { return c.vectored(unix.Readv, iovs) }
+func (c *conn) writev(iovs [][]byte) (int, error) { return c.vectored(unix.Writev, iovs) }
 
-func (c *conn) writev(iovs [][]byte) (int, error) {
+// vectored runs readv or writev on the socket, retried on EINTR.
+func (c *conn) vectored(op func(fd int, iovs [][]byte) (int, error), iovs [][]byte) (int, error) {
 	var n int
 	var err error
 	if cerr := c.raw.Control(func(fd uintptr) {
 		for {
-			n, err = unix.Writev(int(fd), iovs)
+			n, err = op(int(fd), iovs)
 			if err != unix.EINTR {
 				break
 			}

@@ -78,14 +78,9 @@ type Device struct {
 	ln      *net.UnixListener
 	m       *metrics.VsockMetrics
 
-	acked atomic.Uint64
-
-	// mu serialises Activate, Reset and Close.
-	mu     sync.Mutex
-	closed bool
-	// w is the running worker, nil while inactive; atomic so QueueNotify
-	// never waits behind a Reset.
-	w atomic.Pointer[worker]
+	// life holds the acknowledged features and the running worker, and
+	// serialises Activate, Reset and Close.
+	life virtio.Lifecycle[*worker]
 }
 
 // New returns an inactive vsock device. It takes ownership of
@@ -94,11 +89,13 @@ func New(cfg Config) (*Device, error) {
 	if cfg.Listener == nil {
 		return nil, errors.New("vsock: no listener")
 	}
+	m := &metrics.Default.Vsock
 	return &Device{
 		cid:     uint64(cfg.GuestCID),
 		udsPath: cfg.UDSPath,
 		ln:      cfg.Listener,
-		m:       &metrics.Default.Vsock,
+		m:       m,
+		life:    virtio.Lifecycle[*worker]{Name: "vsock", Queues: 3, ActivateFails: &m.ActivateFails, ErrClosed: ErrClosed},
 	}, nil
 }
 
@@ -115,10 +112,10 @@ func (d *Device) DeviceType() virtio.DeviceType { return virtio.TypeVsock }
 func (d *Device) AvailableFeatures() uint64 { return availFeatures }
 
 // AckFeatures implements virtio.Device.
-func (d *Device) AckFeatures(features uint64) { d.acked.Store(features) }
+func (d *Device) AckFeatures(features uint64) { d.life.AckFeatures(features) }
 
 // AckedFeatures returns the features the driver acknowledged.
-func (d *Device) AckedFeatures() uint64 { return d.acked.Load() }
+func (d *Device) AckedFeatures() uint64 { return d.life.AckedFeatures() }
 
 // ReadConfig implements virtio.Device: the configuration space is
 // guest_cid, a little-endian u64.
@@ -139,78 +136,45 @@ func (d *Device) WriteConfig(offset uint64, data []byte) {
 func (d *Device) QueueMaxSizes() []uint16 { return []uint16{QueueSize, QueueSize, QueueSize} }
 
 // Activated reports whether the device is active.
-func (d *Device) Activated() bool { return d.w.Load() != nil }
+func (d *Device) Activated() bool { return d.life.Active() }
 
 // Activate implements virtio.Device: it starts the worker, which owns the
 // queues and connections, and starts accepting host connections.
 func (d *Device) Activate(mem *memory.Guest, queues []*virtio.Queue, interrupt virtio.Interrupt) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var err error
-	switch {
-	case d.closed:
-		err = ErrClosed
-	case d.w.Load() != nil:
-		err = errors.New("vsock: device already activated")
-	case mem == nil || interrupt == nil:
-		err = errors.New("vsock: activation without memory or interrupt")
-	case len(queues) != 3 || queues[0] == nil || queues[1] == nil || queues[2] == nil:
-		err = fmt.Errorf("vsock: activation with %d queues, want 3", len(queues))
-	case d.ln.SetDeadline(time.Time{}) != nil:
-		// A previous Reset stopped Accept with a past deadline.
-		err = errors.New("vsock: listener unusable")
-	}
-	if err != nil {
-		d.m.ActivateFails.Inc()
-		return err
-	}
-	w := newWorker(d.cid, d.udsPath, d.m, mem, queues, interrupt)
-	d.w.Store(w)
-	w.wg.Add(2)
-	go w.run()
-	go w.acceptLoop(d.ln)
-	return nil
+	return d.life.Activate(mem, queues, interrupt, func() (*worker, *virtio.Worker, error) {
+		if d.ln.SetDeadline(time.Time{}) != nil {
+			// A previous Reset stopped Accept with a past deadline.
+			return nil, nil, errors.New("vsock: listener unusable")
+		}
+		w := newWorker(d.cid, d.udsPath, d.m, mem, queues, interrupt)
+		// Reset closes every host connection, established or still
+		// sending its CONNECT line, and waits for all the goroutines.
+		w.OnStop(func() {
+			// Wake Accept; Activate clears the deadline again.
+			d.ln.SetDeadline(time.Unix(1, 0))
+			w.handshakes.closeAll()
+		}, nil)
+		w.Go(w.run)
+		w.Go(func() { w.acceptLoop(d.ln) })
+		return w, w.Worker, nil
+	})
 }
 
 // QueueNotify implements virtio.Device: it records the kick and wakes the
 // worker without blocking.
-func (d *Device) QueueNotify(index int) {
-	w := d.w.Load()
-	if w == nil || index < 0 || index > evQ {
-		return
-	}
-	w.kicks.Or(1 << index)
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
-}
+func (d *Device) QueueNotify(index int) { d.life.Notify(index) }
 
 // Reset implements virtio.Device: it stops the worker and the accept loop,
 // closes every host connection (established or still sending its CONNECT
 // line) and waits for all the device's goroutines. The listener stays
 // open for the next activation.
-func (d *Device) Reset() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if w := d.w.Swap(nil); w != nil {
-		w.shutdown(d.ln)
-	}
-	d.acked.Store(0)
-	return nil
-}
+func (d *Device) Reset() error { return d.life.Reset() }
 
 // Close resets the device and closes the listener, which unlinks its
 // socket file. The device cannot be activated again.
 func (d *Device) Close() error {
 	d.Reset()
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
-		return nil
-	}
-	d.closed = true
-	return d.ln.Close()
+	return d.life.Close(d.ln.Close)
 }
 
 // SendTransportReset places a VIRTIO_VSOCK_EVENT_TRANSPORT_RESET on the
@@ -227,20 +191,20 @@ func (d *Device) SendTransportReset() error {
 
 // call runs f on the worker goroutine and waits for it.
 func (d *Device) call(f func(*worker)) error {
-	w := d.w.Load()
+	w := d.life.Current()
 	if w == nil {
 		return ErrNotActivated
 	}
 	done := make(chan struct{})
 	select {
 	case w.calls <- func(w *worker) { f(w); close(done) }:
-	case <-w.done:
+	case <-w.runExited:
 		return ErrNotActivated
 	}
 	select {
 	case <-done:
 		return nil
-	case <-w.done:
+	case <-w.runExited:
 		// The worker may have run f just before it stopped.
 		select {
 		case <-done:
@@ -260,10 +224,11 @@ func (d *Device) call(f func(*worker)) error {
 //     connections whose CONNECT line is read on hostConns;
 //   - Device methods send closures on calls.
 //
-// All sends select on stop as well, so nothing blocks once Reset begins,
+// All sends select on Done as well, so nothing blocks once Reset begins,
 // and every channel is unbuffered or bounded: a sender waits for the
 // worker rather than queueing without limit.
 type worker struct {
+	*virtio.Worker
 	m         *metrics.VsockMetrics
 	mem       *memory.Guest
 	rxq       *virtio.Queue
@@ -273,14 +238,10 @@ type worker struct {
 	mux       *muxer
 	eventWait bool // a transport reset awaits the guest's ack: RX is gated
 
-	kicks     atomic.Uint32 // queues kicked since the worker last looked
-	wake      chan struct{} // capacity 1: a pending kick
 	events    chan connEvent
 	hostConns chan hostConn
 	calls     chan func(*worker)
-	stop      chan struct{} // closed by Reset
-	done      chan struct{} // closed when run returns
-	wg        sync.WaitGroup
+	runExited chan struct{} // closed when run returns
 
 	timer   *time.Timer // fires at the next kill time
 	timerAt time.Time   // when timer is set to fire; zero if stopped
@@ -297,55 +258,34 @@ type hostConn struct {
 
 func newWorker(cid uint64, udsPath string, m *metrics.VsockMetrics, mem *memory.Guest, queues []*virtio.Queue, irq virtio.Interrupt) *worker {
 	w := &worker{
-		m: m, mem: mem, irq: irq,
+		Worker: virtio.NewWorker(),
+		m:      m, mem: mem, irq: irq,
 		rxq: queues[rxQ], txq: queues[txQ], evq: queues[evQ],
-		wake:      make(chan struct{}, 1),
 		events:    make(chan connEvent),
 		hostConns: make(chan hostConn),
 		calls:     make(chan func(*worker)),
-		stop:      make(chan struct{}),
-		done:      make(chan struct{}),
+		runExited: make(chan struct{}),
 		timer:     time.NewTimer(time.Hour),
 	}
 	w.timer.Stop()
-	w.mux = newMuxer(cid, udsPath, m, w.events, w.stop, &w.wg)
+	w.mux = newMuxer(cid, udsPath, m, w.events, w.Worker)
 	w.mux.nconns = func(n int) { w.nconns.Store(int32(n)) }
 	return w
 }
 
-// shutdown stops the worker and every goroutine it started, closing all
-// host connections.
-func (w *worker) shutdown(ln *net.UnixListener) {
-	close(w.stop)
-	// Wake Accept; Activate clears the deadline again.
-	ln.SetDeadline(time.Unix(1, 0))
-	w.handshakes.closeAll()
-	w.wg.Wait()
-}
-
-func (w *worker) stopping() bool {
-	select {
-	case <-w.stop:
-		return true
-	default:
-		return false
-	}
-}
-
 func (w *worker) run() {
-	defer w.wg.Done()
-	defer close(w.done)
+	defer close(w.runExited)
 	defer w.mux.closeAll()
 	defer w.timer.Stop()
 	for {
 		// Reset comes first, whatever else is ready.
-		if w.stopping() {
+		if w.Stopping() {
 			return
 		}
 		select {
-		case <-w.stop:
+		case <-w.Done():
 			return
-		case <-w.wake:
+		case <-w.Wake():
 			w.handleKicks()
 		case ev := <-w.events:
 			w.mux.handleEvent(ev)
@@ -387,7 +327,7 @@ func (w *worker) armTimer() {
 // handleKicks serves the queue notifications, as Firecracker's handlers
 // for the event, TX and RX queue events do.
 func (w *worker) handleKicks() {
-	bits := w.kicks.Swap(0)
+	bits := w.TakeKicks()
 	var irq [3]bool
 	if bits&(1<<evQ) != 0 {
 		// The guest's event-queue kick acknowledges a transport reset:
@@ -438,27 +378,18 @@ func (w *worker) signal(irq [3]bool) {
 // driver with length 0. It returns nil when there is nothing (more) to
 // process; a corrupt ring counts in fails.
 func (w *worker) popChain(q *virtio.Queue, fails *metrics.IncMetric, what string, used *bool) *virtio.DescriptorChain {
-	for !w.stopping() {
-		c, err := q.PopOrEnableNotification(w.mem)
-		if err == nil {
-			return c
-		}
-		var ce *virtio.ChainError
-		if !errors.As(err, &ce) {
-			// The avail ring itself is corrupt: nothing sensible to
-			// pop until the driver resets the device.
+	return w.Pop(q, w.mem, used, func(f virtio.PopFault, err error) {
+		switch f {
+		case virtio.CorruptRing:
 			log.RateLimited(&rlQueue).Errorf("vsock: %s queue: %v", what, err)
 			fails.Inc()
-			return nil
+		case virtio.MalformedChain:
+			log.RateLimited(&rlQueue).Warnf("vsock: %s queue: %v", what, err)
+		case virtio.UnreturnedChain:
+			ce := err.(*virtio.ChainError)
+			log.RateLimited(&rlQueue).Errorf("vsock: Failed to add used descriptor %d: %v", ce.Head, ce.Err)
 		}
-		log.RateLimited(&rlQueue).Warnf("vsock: %s queue: %v", what, err)
-		if err := q.AddUsed(w.mem, ce.Head, 0); err != nil {
-			log.RateLimited(&rlQueue).Errorf("vsock: Failed to add used descriptor %d: %v", ce.Head, err)
-			continue
-		}
-		*used = true
-	}
-	return nil
+	})
 }
 
 // processRx fills the guest's RX buffers with what the muxer has to say
@@ -565,11 +496,10 @@ func (w *worker) sendTransportReset() error {
 // acceptLoop accepts host clients and starts a handshake goroutine for
 // each, until Reset.
 func (w *worker) acceptLoop(ln *net.UnixListener) {
-	defer w.wg.Done()
 	var backoff *time.Timer
 	for {
 		s, err := ln.AcceptUnix()
-		if w.stopping() {
+		if w.Stopping() {
 			if s != nil {
 				s.Close()
 			}
@@ -589,7 +519,7 @@ func (w *worker) acceptLoop(ln *net.UnixListener) {
 			}
 			select {
 			case <-backoff.C:
-			case <-w.stop:
+			case <-w.Done():
 				return
 			}
 			continue
@@ -603,15 +533,13 @@ func (w *worker) acceptLoop(ln *net.UnixListener) {
 			s.Close()
 			continue
 		}
-		w.wg.Add(1)
-		go w.handshake(s)
+		w.Go(func() { w.handshake(s) })
 	}
 }
 
 // handshake reads a client's CONNECT line and hands the connection to the
 // worker.
 func (w *worker) handshake(s *net.UnixConn) {
-	defer w.wg.Done()
 	port, err := readConnectPort(s)
 	if !w.handshakes.remove(s) {
 		return // Reset closed it
@@ -623,7 +551,7 @@ func (w *worker) handshake(s *net.UnixConn) {
 	}
 	select {
 	case w.hostConns <- hostConn{s: s, port: port}:
-	case <-w.stop:
+	case <-w.Done():
 		s.Close()
 	}
 }

@@ -2,7 +2,6 @@ package vsock
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -33,33 +32,6 @@ const (
 	fzPort = 52
 )
 
-// fzIRQ counts interrupts.
-type fzIRQ struct{ n int }
-
-func (c *fzIRQ) TriggerQueue(int) error { c.n++; return nil }
-func (c *fzIRQ) TriggerConfig() error   { return nil }
-
-// fzReader consumes fuzz input, yielding zeros once it runs out.
-type fzReader struct{ b []byte }
-
-func (r *fzReader) u8() byte {
-	if len(r.b) == 0 {
-		return 0
-	}
-	v := r.b[0]
-	r.b = r.b[1:]
-	return v
-}
-
-func (r *fzReader) u16() uint16 { return uint16(r.u8()) | uint16(r.u8())<<8 }
-
-func (r *fzReader) bytes(n int) []byte {
-	out := make([]byte, n)
-	k := copy(out, r.b)
-	r.b = r.b[k:]
-	return out
-}
-
 // Input records: a kind byte, then
 //
 //	fzRecRx: n (1..3 buffers), then per buffer: offset u16 (bit 15: in
@@ -77,35 +49,35 @@ const (
 
 // fzBuild lays out the chains the input describes in the rings, up to a
 // fzRecRun record or the end of the input. TX packets go at *txAt.
-func fzBuild(mem *memory.Guest, rx, tx *virtiotest.Ring, in *fzReader, txAt *uint64) {
+func fzBuild(mem *memory.Guest, rx, tx *virtiotest.Ring, in *virtiotest.FuzzInput, txAt *uint64) {
 	nrx, ntx := 0, 0
-	for len(in.b) > 0 && (nrx < fzSize || ntx < fzSize) {
-		switch in.u8() % 3 {
+	for in.Len() > 0 && (nrx < fzSize || ntx < fzSize) {
+		switch in.U8() % 3 {
 		case fzRecRun:
 			return
 		case fzRecRx:
-			n := int(in.u8()%3) + 1
+			n := int(in.U8()%3) + 1
 			bufs := make([]virtiotest.Buffer, n)
 			for i := range bufs {
-				off := in.u16()
+				off := in.U16()
 				base := uint64(fzRxArea) + uint64(off&0x7fff)%(fzTxArea-fzRxArea)
 				if off&0x8000 != 0 {
 					base = fzRegion1 + uint64(off&0x7fff)
 				}
-				bufs[i] = virtiotest.Buffer{Addr: base, Len: uint32(in.u16() & 0xfff), Writable: in.u8()&1 == 0}
+				bufs[i] = virtiotest.Buffer{Addr: base, Len: uint32(in.U16() & 0xfff), Writable: in.U8()&1 == 0}
 			}
 			if nrx < fzSize {
 				rx.AddChain(bufs...)
 				nrx++
 			}
 		case fzRecTx:
-			hdr := in.bytes(HdrSize)
-			plen := int(in.u16() & 0x1fff)
-			nd := int(in.u8()%4) + 1
+			hdr := in.Bytes(HdrSize)
+			plen := int(in.U16() & 0x1fff)
+			nd := int(in.U8()%4) + 1
 			total := HdrSize + plen
 			cuts := []int{0}
 			for range nd - 1 {
-				cuts = append(cuts, int(in.u16())%(total+1))
+				cuts = append(cuts, int(in.U16())%(total+1))
 			}
 			cuts = append(cuts, total)
 			for i := 1; i < len(cuts); i++ { // sort the few cuts
@@ -113,7 +85,7 @@ func fzBuild(mem *memory.Guest, rx, tx *virtiotest.Ring, in *fzReader, txAt *uin
 					cuts[j], cuts[j-1] = cuts[j-1], cuts[j]
 				}
 			}
-			wmask, misplace := in.u8(), in.u8()
+			wmask, misplace := in.U8(), in.U8()
 			if *txAt+uint64(total) > fzRegion0 {
 				*txAt = fzTxArea
 			}
@@ -228,33 +200,15 @@ func FuzzTxPacket(f *testing.F) {
 		fzRecordTx(shut, 0, nil, 0, 0), run,
 		fzRecordTx(g(opRst, 1025, fzPort), 0, nil, 0, 0), run))
 
-	mem, err := memory.New([]memory.Layout{
-		{Start: 0, Size: fzRegion0},
-		{Start: fzRegion1, Size: fzEnd1 - fzRegion1},
-	}, memory.Options{})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { mem.Close() })
+	mem := virtiotest.NewMemoryWithHole(f, fzRegion0, fzRegion1, fzEnd1)
 	uds := filepath.Join(f.TempDir(), "v.sock")
-	var snapBefore, snapAfter [][]byte
+	var snap virtiotest.Snapshot
 
 	f.Fuzz(func(t *testing.T, mode byte, data []byte) {
-		for _, r := range mem.Regions() {
-			clear(r.Mem)
-		}
-		rx, err := virtiotest.NewRing(mem, fzRxRing, fzSize)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tx, err := virtiotest.NewRing(mem, fzTxRing, fzSize)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ev, err := virtiotest.NewRing(mem, fzEvRing, 4)
-		if err != nil {
-			t.Fatal(err)
-		}
+		virtiotest.ClearMemory(mem)
+		rx := virtiotest.RingAt(t, mem, fzRxRing, fzSize)
+		tx := virtiotest.RingAt(t, mem, fzTxRing, fzSize)
+		ev := virtiotest.RingAt(t, mem, fzEvRing, 4)
 		ev.AddChain(virtiotest.Buffer{Addr: fzEvBuf, Len: 4, Writable: true})
 
 		// Host port fzPort listens (and never accepts: the backlog holds
@@ -267,28 +221,23 @@ func FuzzTxPacket(f *testing.F) {
 
 		var qs []*virtio.Queue
 		for _, r := range []*virtiotest.Ring{rx, tx, ev} {
-			q := r.Queue()
-			q.EventIdx = mode&2 != 0
-			if err := q.Initialize(mem); err != nil {
-				t.Fatal(err)
-			}
+			q := r.InitQueue(t, mode&2 != 0)
 			qs = append(qs, q)
 		}
-		w := newWorker(3, uds, vm, mem, qs, &fzIRQ{})
-		defer func() {
-			close(w.stop)
-			w.mux.closeAll()
-			w.wg.Wait()
-		}()
+		w := newWorker(3, uds, vm, mem, qs, &virtiotest.IRQ{})
+		// As run does when Reset stops it: closing the connections wakes
+		// their readiness waiters.
+		w.OnStop(w.mux.closeAll, nil)
+		defer w.Shutdown()
 		if mode&1 != 0 {
 			w.sendTransportReset()
 		}
 
-		in := &fzReader{b: data}
+		in := virtiotest.NewFuzzInput(data)
 		txAt := uint64(fzTxArea)
-		for round := 0; round == 0 || len(in.b) > 0; round++ {
+		for round := 0; round == 0 || in.Len() > 0; round++ {
 			fzBuild(mem, rx, tx, in, &txAt)
-			before := fzSnapshot(mem, &snapBefore)
+			snap.Take(mem)
 			// Drive the worker synchronously, as its loop does on a TX
 			// kick; an event-queue kick lifts the RX gate.
 			if mode&4 != 0 && round == 1 {
@@ -296,14 +245,14 @@ func FuzzTxPacket(f *testing.F) {
 			}
 			w.processTx()
 			w.processRx()
-			fzCheck(t, mem, w, rx, tx, before, &snapAfter)
+			fzCheck(t, w, rx, tx, &snap)
 		}
 	})
 }
 
 // fzCheck checks the device's state and what it did to guest memory
 // since before.
-func fzCheck(t *testing.T, mem *memory.Guest, w *worker, rx, tx *virtiotest.Ring, before [][]byte, snap *[][]byte) {
+func fzCheck(t *testing.T, w *worker, rx, tx *virtiotest.Ring, snap *virtiotest.Snapshot) {
 	t.Helper()
 	// Bounded state.
 	m := w.mux
@@ -317,32 +266,15 @@ func fzCheck(t *testing.T, mem *memory.Guest, w *worker, rx, tx *virtiotest.Ring
 	}
 
 	// TX chains come back empty; RX used lengths fit their chains.
-	for {
-		u, ok, err := tx.PopUsed()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !ok {
-			break
-		}
-		if u.ID >= fzSize || u.Len != 0 {
+	for _, u := range tx.PopAllUsed(t) {
+		if u.Len != 0 {
 			t.Fatalf("TX used %+v", u)
 		}
 	}
 	var total uint64
-	for {
-		u, ok, err := rx.PopUsed()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !ok {
-			break
-		}
-		if u.ID >= fzSize {
-			t.Fatalf("RX used head %d out of range", u.ID)
-		}
+	for _, u := range rx.PopAllUsed(t) {
 		if u.Len > 0 {
-			room, ok := fzWritableRoom(rx, uint16(u.ID))
+			room, ok := rx.WritableRoom(uint16(u.ID))
 			if !ok || uint64(u.Len) > room || u.Len < HdrSize || u.Len > HdrSize+MaxPktBufSize {
 				t.Fatalf("RX used %+v for a chain with %d writable bytes (all writable: %v)", u, room, ok)
 			}
@@ -352,35 +284,7 @@ func fzCheck(t *testing.T, mem *memory.Guest, w *worker, rx, tx *virtiotest.Ring
 
 	// Every changed byte is in the rings, the event buffer or a writable
 	// RX buffer; and no more changed than was reported.
-	allowed := fzWritableRanges(rx)
-	var changed uint64
-	after := fzSnapshot(mem, snap)
-	for i, r := range mem.Regions() {
-		b, a := before[i], after[i]
-		for off := 0; off < len(b); off++ {
-			if off%4096 == 0 {
-				end := min(off+4096, len(b))
-				if bytes.Equal(b[off:end], a[off:end]) {
-					off = end - 1 // skip an unchanged page
-					continue
-				}
-			}
-			if b[off] == a[off] {
-				continue
-			}
-			addr := r.Start + uint64(off)
-			if addr < fzRingEnd {
-				continue
-			}
-			changed++
-			if !fzInRanges(allowed, addr) {
-				t.Fatalf("byte at %#x written outside every writable RX buffer", addr)
-			}
-		}
-	}
-	if changed > total {
-		t.Fatalf("%d bytes changed, but RX used lengths add up to %d", changed, total)
-	}
+	snap.ExpectWrites(t, virtiotest.Spans{{Start: 0, End: fzRingEnd}}, rx.WritableSpans(), total)
 }
 
 // FuzzConnectLine feeds arbitrary client bytes to the CONNECT parser.
@@ -406,72 +310,4 @@ func FuzzConnectLine(f *testing.F) {
 			t.Fatalf("%q gave port %d", data[:read], port)
 		}
 	})
-}
-
-// fzSnapshot copies guest memory into buf (reused between calls: the
-// copies dominate the cost of an iteration).
-func fzSnapshot(mem *memory.Guest, buf *[][]byte) [][]byte {
-	if *buf == nil {
-		for _, r := range mem.Regions() {
-			*buf = append(*buf, make([]byte, len(r.Mem)))
-		}
-	}
-	for i, r := range mem.Regions() {
-		copy((*buf)[i], r.Mem)
-	}
-	return *buf
-}
-
-func fzReadDesc(ring *virtiotest.Ring, i uint16) virtio.Descriptor {
-	var raw [16]byte
-	ring.Mem.ReadAt(raw[:], ring.Desc+16*uint64(i))
-	return virtio.Descriptor{
-		Addr:  binary.LittleEndian.Uint64(raw[0:]),
-		Len:   binary.LittleEndian.Uint32(raw[8:]),
-		Flags: binary.LittleEndian.Uint16(raw[12:]),
-		Next:  binary.LittleEndian.Uint16(raw[14:]),
-	}
-}
-
-// fzWritableRoom follows the chain at head and returns its total length,
-// and whether every descriptor on it is writable.
-func fzWritableRoom(ring *virtiotest.Ring, head uint16) (uint64, bool) {
-	var room uint64
-	idx := head
-	for range ring.Size {
-		if idx >= ring.Size {
-			return room, false
-		}
-		d := fzReadDesc(ring, idx)
-		if !d.IsWriteOnly() {
-			return room, false
-		}
-		room += uint64(d.Len)
-		if d.Flags&virtio.DescFlagNext == 0 {
-			return room, true
-		}
-		idx = d.Next
-	}
-	return room, false
-}
-
-type fzSpan struct{ lo, hi uint64 }
-
-func fzWritableRanges(ring *virtiotest.Ring) []fzSpan {
-	var out []fzSpan
-	for i := range ring.Size {
-		if d := fzReadDesc(ring, i); d.IsWriteOnly() {
-			out = append(out, fzSpan{d.Addr, d.Addr + uint64(d.Len)})
-		}
-	}
-	return out
-}
-
-func fzInRanges(s []fzSpan, addr uint64) bool {
-	for _, r := range s {
-		if addr >= r.lo && addr < r.hi {
-			return true
-		}
-	}
-	return false
 }

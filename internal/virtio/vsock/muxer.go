@@ -8,11 +8,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
 	"github.com/squib-vmm/squib/internal/metrics"
+	"github.com/squib-vmm/squib/internal/virtio"
 )
 
 // Muxer limits (Firecracker's unix::defs).
@@ -195,15 +195,15 @@ type muxer struct {
 	lastPort  uint32
 
 	// Readiness waiters: each reports once on events, or gives up when
-	// stop closes; wg counts them.
+	// the activation ends; they run as goroutines of run, so that Reset
+	// waits for them.
 	events chan<- connEvent
-	stop   <-chan struct{}
-	wg     *sync.WaitGroup
+	run    *virtio.Worker
 	// nconns mirrors len(conns) for the accept loop.
 	nconns func(int)
 }
 
-func newMuxer(cid uint64, udsPath string, m *metrics.VsockMetrics, events chan<- connEvent, stop <-chan struct{}, wg *sync.WaitGroup) *muxer {
+func newMuxer(cid uint64, udsPath string, m *metrics.VsockMetrics, events chan<- connEvent, run *virtio.Worker) *muxer {
 	return &muxer{
 		cid: cid, udsPath: udsPath, m: m,
 		conns:     make(map[connKey]*conn),
@@ -211,7 +211,7 @@ func newMuxer(cid uint64, udsPath string, m *metrics.VsockMetrics, events chan<-
 		killq:     newKillQueue(),
 		usedPorts: make(map[uint32]struct{}),
 		lastPort:  localPortFirst - 1,
-		events:    events, stop: stop, wg: wg,
+		events:    events, run: run,
 		nconns: func(int) {},
 	}
 }
@@ -456,9 +456,7 @@ func (m *muxer) watch(c *conn) {
 // socket is readable (or writable) and reports it once. Closing the socket
 // wakes it.
 func (m *muxer) spawnWaiter(c *conn, out bool) {
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
+	m.run.Go(func() {
 		var err error
 		if out {
 			err = c.raw.Write(func(fd uintptr) bool { return pollReady(fd, pollOut) })
@@ -467,9 +465,9 @@ func (m *muxer) spawnWaiter(c *conn, out bool) {
 		}
 		select {
 		case m.events <- connEvent{c: c, out: out, err: err}:
-		case <-m.stop:
+		case <-m.run.Done():
 		}
-	}()
+	})
 }
 
 // handleEvent takes a waiter's report.

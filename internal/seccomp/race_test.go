@@ -1,0 +1,5 @@
+//go:build race
+
+package seccomp
+
+const raceEnabled = true
