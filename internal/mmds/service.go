@@ -191,7 +191,7 @@ func (s *Service) put(req Request, uri string) Response {
 	if !ok {
 		return textResponse(http.StatusBadRequest, MsgNoTTLProvided)
 	}
-	ttl, ok := parseUint32(value)
+	ttl, ok := ParseUint32(value)
 	if !ok {
 		return textResponse(http.StatusBadRequest, "Invalid header. Reason: Invalid value. Key:"+name+"; Value:"+value)
 	}
@@ -306,9 +306,10 @@ func asciiEqualFold(a, b string) bool {
 	return true
 }
 
-// parseUint32 accepts what Rust's u32::from_str accepts: an optional '+'
-// and at least one ASCII digit, without overflow.
-func parseUint32(s string) (uint32, bool) {
+// ParseUint32 accepts what Rust's u32::from_str accepts: an optional '+'
+// and at least one ASCII digit, without overflow. Firecracker parses
+// numeric header values (the token TTL, Content-Length) this way.
+func ParseUint32(s string) (uint32, bool) {
 	s = strings.TrimPrefix(s, "+")
 	if s == "" {
 		return 0, false

@@ -181,7 +181,7 @@ func (r *httpRequest) parseHeader(line string) *httpError {
 	}
 	switch asciiLower(strings.TrimSpace(name)) {
 	case "content-length":
-		n, ok := parseU32(strings.TrimSpace(value))
+		n, ok := mmds.ParseUint32(strings.TrimSpace(value))
 		if !ok {
 			return invalidValue(name, value)
 		}
@@ -231,27 +231,6 @@ func asciiLower(s string) string {
 		}
 	}
 	return string(b)
-}
-
-// parseU32 accepts what Rust's u32::from_str accepts: an optional '+' and
-// ASCII digits, without overflow.
-func parseU32(s string) (uint32, bool) {
-	s = strings.TrimPrefix(s, "+")
-	if s == "" {
-		return 0, false
-	}
-	var n uint64
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		n = n*10 + uint64(c-'0')
-		if n > 1<<32-1 {
-			return 0, false
-		}
-	}
-	return uint32(n), true
 }
 
 // appendResponse serializes a response the way micro_http's
