@@ -154,7 +154,7 @@ func TestNetAndMMDS(t *testing.T) {
 			"network-interfaces": []any{map[string]any{"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "06:00:a9:fe:64:02"}},
 			"mmds-config":        map[string]any{"version": "V2", "network_interfaces": []string{"eth0"}},
 		}}
-	s := startWrapped(t, []string{"unshare", "-n", "sh", "-c", netnsScript, "sh"},
+	s := startGuest(t, []string{"unshare", "-n", "sh", "-c", netnsScript, "sh"}, nil,
 		"--no-api", "--config-file", g.config(t), "--metadata", meta)
 	waitExec(t, s.cmd.Process.Pid, env(t, "SQUIB_BIN"))
 	got := make(chan string, 1)
@@ -230,7 +230,8 @@ func TestVsock(t *testing.T) {
 	g := guest{kernel: env(t, "SQUIB_GUEST_VMLINUX"), vcpus: 1, memMiB: 128,
 		args:  "squib.modules=virtio_mmio,vmw_vsock_virtio_transport squib.test=vsock",
 		extra: map[string]any{"vsock": map[string]any{"guest_cid": 3, "uds_path": uds}}}
-	s := start(t, "--no-api", "--config-file", g.config(t))
+	// a retry binds uds_path again: the crashed squib left its socket file
+	s := startGuest(t, nil, func() { os.Remove(uds) }, "--no-api", "--config-file", g.config(t))
 	c := s.console
 	c.waitLine(t, "SQUIB-VSOCK-LISTENING=5000", bootTimeout)
 	if v := fact(t, c, "VSOCK-GUEST-DIAL"); v != "hello-from-guest" {
@@ -283,7 +284,7 @@ func TestBalloon(t *testing.T) {
 	g := guest{kernel: env(t, "SQUIB_GUEST_VMLINUX"), vcpus: 1, memMiB: 256,
 		args:  "squib.modules=virtio_mmio,virtio_balloon squib.test=balloon",
 		extra: map[string]any{"balloon": map[string]any{"amount_mib": 0, "deflate_on_oom": false, "stats_polling_interval_s": 1}}}
-	s := start(t, "--config-file", g.config(t))
+	s := startGuest(t, nil, nil, "--config-file", g.config(t))
 	c := s.console
 	_, free0, _ := memLine(c.waitMatch(t, "SQUIB-BALLOON-MEM=", func(l string) bool { _, _, ok := memLine(l); return ok }, bootTimeout))
 	if code, body := s.api("PATCH", "/balloon", `{"amount_mib":64}`); code != 204 {
@@ -336,7 +337,7 @@ func TestDrivePatch(t *testing.T) {
 	g := guest{kernel: env(t, "SQUIB_GUEST_VMLINUX"), vcpus: 1, memMiB: 128,
 		args:  "squib.modules=virtio_mmio,virtio_blk squib.test=blockresize",
 		extra: map[string]any{"drives": []any{map[string]any{"drive_id": "data", "path_on_host": small, "is_root_device": false}}}}
-	s := start(t, "--config-file", g.config(t))
+	s := startGuest(t, nil, nil, "--config-file", g.config(t))
 	c := s.console
 	c.waitLine(t, "SQUIB-BLOCK-SIZE=2048", bootTimeout)
 	if code, body := s.api("PATCH", "/drives/data", `{"drive_id":"data","rate_limiter":{"bandwidth":{"size":1048576,"refill_time":100}}}`); code != 204 {

@@ -309,6 +309,47 @@ func nestedFlake(r bootResult) bool {
 	return r.hung || r.code != 0 && (strings.Contains(log, "KVM_EXIT_SHUTDOWN") || strings.Contains(log, "KVM_EXIT_INTERNAL_ERROR"))
 }
 
+// startGuest is startWrapped for a test whose guest must come up. In
+// sandbox mode a squib that the nested emulator's triple fault ends before
+// the guest's init reports (see nestedFlake; it strikes within
+// milliseconds of a start, mostly right after another VM exited) is started
+// again, at most twice, after cleanup(), and the failed attempt is logged.
+func startGuest(t *testing.T, wrap []string, cleanup func(), args ...string) *squib {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		s := startWrapped(t, wrap, args...)
+		if attempt == 3 || os.Getenv("SQUIB_TEST_MODE") != "sandbox" || !s.crashedBeforeUp() {
+			return s
+		}
+		t.Logf("attempt %d: the guest crashed under nested virtualization before its init; retrying. Log:\n%s", attempt, s.log())
+		if cleanup != nil {
+			cleanup()
+		}
+	}
+}
+
+// crashedBeforeUp waits until the guest's init reports or squib exits, and
+// reports whether squib ended in a nested-emulator crash before the guest
+// came up.
+func (s *squib) crashedBeforeUp() bool {
+	deadline := time.Now().Add(bootTimeout)
+	for time.Now().Before(deadline) {
+		if strings.Contains(s.console.text(), "SQUIB-GUEST-UP") {
+			return false
+		}
+		select {
+		case <-s.exited:
+			if strings.Contains(s.console.text(), "SQUIB-GUEST-UP") {
+				return false
+			}
+			log := s.log()
+			return strings.Contains(log, "KVM_EXIT_SHUTDOWN") || strings.Contains(log, "KVM_EXIT_INTERNAL_ERROR")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return false
+}
+
 // boot boots g, retrying (at most twice, only in sandbox mode, and only for
 // nestedFlake crashes) so that the emulated hardware's rare faults do not
 // decide the run. Every retry is logged.
