@@ -26,9 +26,10 @@ type Tap struct {
 	Name string
 }
 
-// vnetHdrLen is the size of struct virtio_net_hdr_v1, which the guest's
-// virtio-net driver puts in front of every frame.
-const vnetHdrLen = 12
+// VnetHdrLen is the size of struct virtio_net_hdr_v1, which the guest's
+// virtio-net driver puts in front of every frame, and which the TAP is set
+// to carry.
+const VnetHdrLen = 12
 
 // Open attaches to the TAP named name with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR
 // and sets the vnet header size. errText renders an OS error for messages.
@@ -50,7 +51,7 @@ func Open(name string, errText func(error) string) (*Tap, error) {
 		unix.Close(fd)
 		return nil, &Error{Msg: fmt.Sprintf("Error while creating ifreq structure: %s. Invalid TUN/TAP Backend provided by %s. Check our documentation on setting up the network devices.", errText(err), name), Err: err}
 	}
-	if err := setVnetHdrSize(fd, vnetHdrLen); err != nil {
+	if err := setVnetHdrSize(fd, VnetHdrLen); err != nil {
 		unix.Close(fd)
 		return nil, &Error{Msg: "Error while setting size of the vnet header: " + errText(err), Err: err}
 	}

@@ -47,8 +47,7 @@ func (r devRun) run(b *testing.B, qemu bool) *console {
 	b.Helper()
 	for attempt := 1; ; attempt++ {
 		c, log := r.runOnce(b, qemu)
-		flake := strings.Contains(log, "KVM_EXIT_SHUTDOWN") || strings.Contains(log, "KVM_EXIT_INTERNAL_ERROR")
-		if !flake || attempt == 3 || os.Getenv("SQUIB_TEST_MODE") != "sandbox" {
+		if !nestedCrash(log) || attempt == 3 || os.Getenv("SQUIB_TEST_MODE") != "sandbox" {
 			return c
 		}
 		b.Logf("attempt %d: the guest crashed under nested virtualization; retrying. Log:\n%s", attempt, log)

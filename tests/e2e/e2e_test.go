@@ -306,7 +306,13 @@ func bootOnce(t *testing.T, g guest, extra ...string) bootResult {
 // or an emulation failure in L1's KVM, or a boot that makes no progress.
 func nestedFlake(r bootResult) bool {
 	log := r.s.log()
-	return r.hung || r.code != 0 && (strings.Contains(log, "KVM_EXIT_SHUTDOWN") || strings.Contains(log, "KVM_EXIT_INTERNAL_ERROR"))
+	return r.hung || r.code != 0 && nestedCrash(log)
+}
+
+// nestedCrash reports whether squib's log ends the VM on a guest triple
+// fault or an emulation failure, the ways the nested emulator fails.
+func nestedCrash(log string) bool {
+	return strings.Contains(log, "KVM_EXIT_SHUTDOWN") || strings.Contains(log, "KVM_EXIT_INTERNAL_ERROR")
 }
 
 // startGuest is startWrapped for a test whose guest must come up. In
@@ -342,8 +348,7 @@ func (s *squib) crashedBeforeUp() bool {
 			if strings.Contains(s.console.text(), "SQUIB-GUEST-UP") {
 				return false
 			}
-			log := s.log()
-			return strings.Contains(log, "KVM_EXIT_SHUTDOWN") || strings.Contains(log, "KVM_EXIT_INTERNAL_ERROR")
+			return nestedCrash(s.log())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

@@ -71,7 +71,7 @@ func TestJailer(t *testing.T) {
 		}
 		code := j.wait(bootTimeout)
 		log, _ := os.ReadFile(filepath.Join(j.root, "squib.log"))
-		flake := !held && (code == -1 || strings.Contains(string(log), "KVM_EXIT_SHUTDOWN") || strings.Contains(string(log), "KVM_EXIT_INTERNAL_ERROR"))
+		flake := !held && (code == -1 || nestedCrash(string(log)))
 		if flake && attempt < 3 && os.Getenv("SQUIB_TEST_MODE") == "sandbox" {
 			t.Logf("attempt %d: the guest failed under nested virtualization (exit %d); retrying. Log:\n%s\nConsole:\n%s", attempt, code, log, j.console.text())
 			continue

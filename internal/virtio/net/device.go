@@ -21,8 +21,9 @@ const (
 	RxIndex = 0
 	TxIndex = 1
 	// VnetHdrLen is the size of struct virtio_net_hdr_v1, which precedes
-	// every frame in the guest's buffers and on the TAP.
-	VnetHdrLen = 12
+	// every frame in the guest's buffers and on the TAP (one constant, as
+	// the TAP is opened with that header size).
+	VnetHdrLen = tap.VnetHdrLen
 	// MaxBufferSize is the largest frame the device handles, vnet header
 	// included: 64 KiB of payload plus the vnet and Ethernet headers
 	// (Firecracker's MAX_BUFFER_SIZE).
