@@ -23,7 +23,7 @@ func (s *Server) routeGet(ctx context.Context, r *request, first, second string)
 	v := s.ctrl.View()
 	switch first {
 	case "":
-		return ok200(v.Info), true
+		return ok200(s.ctrl.InstanceInfo(v)), true
 	case "version":
 		return ok200(vmm.VersionJSON()), true
 	case "machine-config":

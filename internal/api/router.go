@@ -40,6 +40,9 @@ func (r *request) token(i int) (string, bool) {
 type response struct {
 	status int
 	body   []byte
+	// fatal: the process exits once the answer is sent (a failed
+	// snapshot load, as in Firecracker).
+	fatal bool
 }
 
 func ok204() response           { return response{status: http.StatusNoContent} }
@@ -57,7 +60,9 @@ func errResponse(err error) response {
 	if errors.As(err, &e) && e.TooLarge {
 		return faultStatus(http.StatusRequestEntityTooLarge, e.Msg)
 	}
-	return fault(err.Error())
+	r := fault(err.Error())
+	r.fatal = e != nil && e.Fatal
+	return r
 }
 
 // httpError is the HTTP-level error body, byte for byte as Firecracker's
@@ -122,6 +127,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 	}
 	s.writeRaw(w, resp.status, resp.body)
 	s.log.Debugf("Total previous API call duration: %d us.", time.Since(start).Microseconds())
+	if resp.fatal {
+		// The client has its answer; now end the process, whose VMM state
+		// the failed operation left unusable.
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+		s.ctrl.Terminate(1)
+	}
 }
 
 func faultText(b []byte) string {

@@ -22,6 +22,7 @@ import (
 	"github.com/squib-vmm/squib/internal/metrics"
 	"github.com/squib-vmm/squib/internal/mmds"
 	"github.com/squib-vmm/squib/internal/seccomp"
+	"github.com/squib-vmm/squib/internal/snapshot"
 	"github.com/squib-vmm/squib/internal/vmm"
 )
 
@@ -88,7 +89,7 @@ func run(argv []string, env Env, log logger.Handle) (int, error) {
 		fmt.Fprintf(env.Stdout, "Firecracker v%s\n\n", vmm.FirecrackerVersion)
 		return ExitOK, nil
 	case args.Flag("snapshot-version"):
-		fmt.Fprintf(env.Stdout, "v%s\n", vmm.SnapshotVersion)
+		fmt.Fprintln(env.Stdout, snapshot.Current)
 		return ExitOK, nil
 	}
 	if path, ok := args.Value("describe-snapshot"); ok {
@@ -474,12 +475,14 @@ func bootFromConfig(ctx context.Context, ctrl *vmm.Controller, data []byte, with
 
 // describeSnapshot prints a snapshot state file's format version.
 func describeSnapshot(path string, out io.Writer) (int, error) {
-	f, err := os.Open(path)
+	v, err := snapshot.Describe(path)
 	if err != nil {
-		return 0, &exitError{ExitGenericError, "When printing Snapshot Data format: Failed to open snapshot file: " + logger.OSErrorText(err)}
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			return 0, &exitError{ExitGenericError, "When printing Snapshot Data format: Failed to open snapshot file: " + logger.OSErrorText(pe.Err)}
+		}
+		return 0, &exitError{ExitGenericError, "When printing Snapshot Data format: " + err.Error()}
 	}
-	f.Close()
-	// squib writes no snapshots yet (the snapshot issue defines the state
-	// file), so no file can be described; say so rather than guess.
-	return 0, &exitError{ExitGenericError, "When printing Snapshot Data format: " + path + " is not a snapshot state file that this build of squib can read."}
+	fmt.Fprintln(out, v)
+	return ExitOK, nil
 }

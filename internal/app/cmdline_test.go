@@ -7,11 +7,13 @@ package app
 
 import (
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/squib-vmm/squib/internal/snapshot"
 	"github.com/squib-vmm/squib/internal/vmm"
 )
 
@@ -107,11 +109,36 @@ func TestCommandLine(t *testing.T) {
 		{
 			name: "snapshot-version", args: []string{"--snapshot-version"}, code: 0,
 			check: func(t *testing.T, p *proc) {
-				want := "v" + vmm.SnapshotVersion + "\n"
+				want := snapshot.Current.String() + "\n"
 				if out := p.stdout(); !strings.HasPrefix(out, want) {
 					t.Errorf("stdout = %q, want it to start with %q", out, want)
 				}
 			},
+		},
+		{
+			name: "describe-snapshot", args: []string{"--describe-snapshot", "vm.snap"}, code: 0,
+			setup: func(t *testing.T, dir string) {
+				if err := snapshot.WriteFile(filepath.Join(dir, "vm.snap"), []byte("{}")); err != nil {
+					t.Fatal(err)
+				}
+			},
+			check: func(t *testing.T, p *proc) {
+				if out := p.stdout(); !strings.HasPrefix(out, "v11.0.0\n") {
+					t.Errorf("stdout = %q", out)
+				}
+				if p.stderr() != "" {
+					t.Errorf("stderr = %q, want empty", p.stderr())
+				}
+			},
+		},
+		{
+			name: "describe-corrupt-snapshot", args: []string{"--describe-snapshot", "vm.snap"}, code: 1,
+			setup:  files("vm.snap", "not a snapshot at all"),
+			stderr: []string{"When printing Snapshot Data format: CRC64 validation failed"},
+		},
+		{
+			name: "describe-missing-snapshot", args: []string{"--describe-snapshot", "nope.snap"}, code: 1,
+			stderr: []string{"When printing Snapshot Data format: Failed to open snapshot file: No such file or directory (os error 2)"},
 		},
 		{
 			name: "unknown-flag", args: []string{"--bogus"}, code: 153,

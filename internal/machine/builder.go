@@ -122,7 +122,7 @@ func (b *Builder) Build(ctx context.Context, res *vmm.Resources, opts vmm.BuildO
 			m.release()
 		}
 	}()
-	if err := m.create(res); err != nil {
+	if err := m.create(res, anonymousMemory); err != nil {
 		return nil, startErr("%s", err)
 	}
 	if err := m.setupDevices(b, res, opts, start); err != nil {
@@ -131,7 +131,7 @@ func (b *Builder) Build(ctx context.Context, res *vmm.Resources, opts vmm.BuildO
 	if err := m.loadGuest(res, opts); err != nil {
 		return nil, err
 	}
-	if err := m.startVCPUs(int(res.Machine.VcpuCount), res.Machine.Smt); err != nil {
+	if err := m.startVCPUs(int(res.Machine.VcpuCount), res.Machine.Smt, nil); err != nil {
 		return nil, startErr("%s", err)
 	}
 	ok = true
@@ -143,19 +143,9 @@ func (b *Builder) Build(ctx context.Context, res *vmm.Resources, opts vmm.BuildO
 	return m, nil
 }
 
-// Restore loads a snapshot (not yet supported).
-func (b *Builder) Restore(ctx context.Context, p *vmm.SnapshotLoadParams, opts vmm.BuildOptions) (vmm.VM, *vmm.Resources, error) {
-	f, err := os.Open(*p.SnapshotPath)
-	if err != nil {
-		return nil, nil, &vmm.Error{Msg: vmm.PrefixLoadSnap + "Failed to restore from snapshot: Failed to get snapshot state from file: Failed to open snapshot file: " + vmm.OSErrorText(err)}
-	}
-	f.Close()
-	return nil, nil, &vmm.Error{Msg: vmm.PrefixLoadSnap + "Snapshot restore is not available in this build of squib yet."}
-}
-
 // create opens the VM, its interrupt controllers and guest memory, in
 // Firecracker's order (irqchip and PIT before any vCPU).
-func (m *Machine) create(res *vmm.Resources) error {
+func (m *Machine) create(res *vmm.Resources, newMem memFactory) error {
 	cpuid, err := m.sys.SupportedCPUID()
 	if err != nil {
 		return err
@@ -177,23 +167,16 @@ func (m *Machine) create(res *vmm.Resources) error {
 	if memBytes>>20 != res.Machine.MemSizeMib {
 		return fmt.Errorf("Invalid Memory Configuration: Cannot create mmap region: %s", vmm.OSErrorText(errENOMEM))
 	}
-	var layout []memory.Layout
-	for _, r := range x86.RAMRegions(memBytes) {
-		layout = append(layout, memory.Layout{Start: r.Start, Size: r.Size})
-	}
-	hp := memory.HugePagesNone
-	switch res.Machine.HugePages {
-	case vmm.HugePages2M:
-		hp = memory.HugePages2M
-	case vmm.HugePagesTransparent:
-		hp = memory.HugePagesTransparent
-	}
-	if m.mem, err = memory.New(layout, memory.Options{HugePages: hp}); err != nil {
-		return fmt.Errorf("Invalid Memory Configuration: %s", rustErr(err))
+	if m.mem, err = newMem(ramLayout(memBytes), memory.Options{HugePages: hugePages(res.Machine.HugePages)}); err != nil {
+		return err
 	}
 	var flags uint32
 	if res.Machine.TrackDirtyPages {
 		flags = kvm.MemLogDirtyPages
+		// squib's own writes to guest memory (virtio rings, received data)
+		// bypass KVM's log; the memory records them for diff snapshots.
+		m.mem.TrackDirty(true)
+		m.trackDirty = true
 	}
 	for i, r := range m.mem.Regions() {
 		if err := m.vm.SetUserMemoryRegion(uint32(i), flags, r.Start, uint64(len(r.Mem)), r.HostAddress()); err != nil {
@@ -201,6 +184,37 @@ func (m *Machine) create(res *vmm.Resources) error {
 		}
 	}
 	return nil
+}
+
+// memFactory maps guest RAM: anonymous at boot, from a snapshot's memory
+// file or through a page-fault handler at restore.
+type memFactory func(layout []memory.Layout, opts memory.Options) (*memory.Guest, error)
+
+func anonymousMemory(layout []memory.Layout, opts memory.Options) (*memory.Guest, error) {
+	g, err := memory.New(layout, opts)
+	if err != nil {
+		return nil, fmt.Errorf("Invalid Memory Configuration: %s", rustErr(err))
+	}
+	return g, nil
+}
+
+// ramLayout is the x86 RAM layout of memBytes of guest memory.
+func ramLayout(memBytes uint64) []memory.Layout {
+	var layout []memory.Layout
+	for _, r := range x86.RAMRegions(memBytes) {
+		layout = append(layout, memory.Layout{Start: r.Start, Size: r.Size})
+	}
+	return layout
+}
+
+func hugePages(h vmm.HugePages) memory.HugePages {
+	switch h {
+	case vmm.HugePages2M:
+		return memory.HugePages2M
+	case vmm.HugePagesTransparent:
+		return memory.HugePagesTransparent
+	}
+	return memory.HugePagesNone
 }
 
 // serialLimiter returns the output limiter of PUT /serial's rate_limiter.
@@ -252,6 +266,7 @@ func (m *Machine) setupDevices(b *Builder, res *vmm.Resources, opts vmm.BuildOpt
 		m.exitWith(0)
 	})
 	m.rtc = legacy.NewRTC(nil)
+	m.mmdsStore = opts.Mmds
 	for _, d := range []struct {
 		dev        devices.Device
 		base, size uint64

@@ -1,7 +1,6 @@
 package machine
 
 import (
-	"context"
 	"errors"
 	"os"
 	"sync"
@@ -54,7 +53,15 @@ type Machine struct {
 	nets        []*vnet.Device
 	vsock       *vsock.Device
 	mmds        *mmds.Service
+	mmdsStore   *mmds.Store
 	closers     []func() error
+
+	// Snapshot support: the MSRs a vCPU's state includes (read once),
+	// whether KVM logs dirty pages, and the pages dirtied since the last
+	// snapshot that a failed snapshot did not get to save.
+	msrs       []uint32
+	trackDirty bool
+	dirty      [][]uint64
 
 	vcpus []*vcpu
 	wg    sync.WaitGroup
@@ -102,9 +109,14 @@ func (m *Machine) Pause() error {
 		v.kick()
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	for m.parked < m.running() {
 		m.cond.Wait()
+	}
+	m.mu.Unlock()
+	// Then the devices: no queue is processed and no guest memory written
+	// while paused, so a snapshot sees a consistent machine.
+	for _, s := range m.virtio {
+		s.transport.Suspend()
 	}
 	return nil
 }
@@ -120,8 +132,15 @@ func (m *Machine) running() int {
 	return n
 }
 
-// Resume lets the parked vCPUs run again.
+// Resume restarts the devices, each of which looks at its queues and
+// signals the driver once (as Firecracker kicks every device on resume),
+// then lets the parked vCPUs run again.
 func (m *Machine) Resume() error {
+	for _, s := range m.virtio {
+		if err := s.transport.Resume(); err != nil {
+			return err
+		}
+	}
 	m.mu.Lock()
 	m.paused = false
 	m.cond.Broadcast()
@@ -137,11 +156,6 @@ func (m *Machine) UpdatePmem(string, *vmm.RateLimiter) error { return errUnsuppo
 
 // UpdateHotplugMemory implements vmm.VM.
 func (m *Machine) UpdateHotplugMemory(uint32) error { return errUnsupported }
-
-// CreateSnapshot implements vmm.VM; snapshots arrive with their own work.
-func (m *Machine) CreateSnapshot(context.Context, *vmm.SnapshotCreateParams) error {
-	return errors.New("Cannot save the microVM state: snapshots are not available in this build of squib yet")
-}
 
 // HotplugStatus implements vmm.VM.
 func (m *Machine) HotplugStatus() (vmm.MemoryHotplugStatus, error) {

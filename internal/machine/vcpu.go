@@ -39,6 +39,9 @@ type vcpu struct {
 	// never touch it afterwards.
 	fdMu   sync.Mutex
 	closed bool
+	// saved is the state a restored vCPU starts from instead of the boot
+	// state; nil at boot.
+	saved *vcpuState
 }
 
 // kick makes the vCPU leave KVM_RUN soon: immediate_exit covers the window
@@ -63,10 +66,13 @@ func (v *vcpu) stop() {
 // startVCPUs creates and configures every vCPU on its own locked thread,
 // then lets them run. It returns once all are configured, or the first
 // configuration error.
-func (m *Machine) startVCPUs(n int, smt bool) error {
+func (m *Machine) startVCPUs(n int, smt bool, saved []vcpuState) error {
 	ready := make(chan error, n)
 	for i := range n {
 		v := &vcpu{m: m, id: i, log: logger.For(fmt.Sprintf("fc_vcpu %d", i), "machine")}
+		if saved != nil {
+			v.saved = &saved[i]
+		}
 		m.vcpus = append(m.vcpus, v)
 	}
 	start := make(chan struct{})
@@ -139,6 +145,12 @@ func (v *vcpu) configure(n int, smt bool) error {
 	v.fdMu.Lock()
 	v.fd = fd
 	v.fdMu.Unlock()
+	if v.saved != nil {
+		if err := restoreVCPU(fd, v.saved); err != nil {
+			return fmt.Errorf("Cannot restore vCPU %d: %s", v.id, err)
+		}
+		return nil
+	}
 	if err := fd.SetCPUID2(x86.NormalizeCPUID(v.m.cpuid, v.id, n, smt)); err != nil {
 		return err
 	}
@@ -179,13 +191,24 @@ func (v *vcpu) configure(n int, smt bool) error {
 }
 
 // park holds the vCPU while the VM is paused. It reports false when the
-// vCPU must stop instead.
-func (v *vcpu) park() bool {
+// vCPU must stop instead. pendingIO says the last exit was port or MMIO
+// I/O, which KVM completes only on the next KVM_RUN: before parking, an
+// immediate-exit KVM_RUN completes it, so that the state a snapshot reads
+// is consistent (KVM's documented rule for saving state).
+func (v *vcpu) park(pendingIO bool) bool {
 	m := v.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.paused {
 		return !v.stopping.Load()
+	}
+	if pendingIO {
+		rd := v.fd.RunData()
+		rd.SetImmediateExit(true)
+		if err := v.fd.Run(); err != nil && !errors.Is(err, unix.EINTR) {
+			v.log.Warnf("Completing pending I/O before the pause failed: %v", err)
+		}
+		rd.SetImmediateExit(false)
 	}
 	// Tell the guest's kvmclock it was paused, so its watchdogs do not
 	// fire on resume (Firecracker does the same; failure is not fatal).
@@ -206,14 +229,16 @@ func (v *vcpu) park() bool {
 func (v *vcpu) loop() int {
 	rd := v.fd.RunData()
 	vm := &metrics.Default.Vcpu
+	pendingIO := false
 	for {
 		if v.stopping.Load() {
 			return -1
 		}
-		if !v.park() {
+		if !v.park(pendingIO) {
 			return -1
 		}
 		err := v.fd.Run()
+		pendingIO = false
 		if err != nil {
 			switch {
 			case errors.Is(err, unix.EINTR):
@@ -233,6 +258,7 @@ func (v *vcpu) loop() int {
 		}
 		switch reason := rd.ExitReason(); reason {
 		case kvm.ExitIO:
+			pendingIO = true
 			dir, size, port, count, data := rd.IO()
 			for i := uint32(0); i < count && int(size)*int(i+1) <= len(data); i++ {
 				chunk := data[int(size)*int(i) : int(size)*int(i+1)]
@@ -246,6 +272,7 @@ func (v *vcpu) loop() int {
 				}
 			}
 		case kvm.ExitMMIO:
+			pendingIO = true
 			addr, data, isWrite := rd.MMIO()
 			if isWrite {
 				v.m.mmio.Write(addr, data)

@@ -15,20 +15,20 @@ const DiscardPageSize = 4096
 // end on a 4 KiB boundary.
 var ErrUnaligned = errors.New("guest memory range not page aligned")
 
-// Discard gives the host pages backing [gpa, gpa+n) back to the host
-// (madvise MADV_DONTNEED), so that the guest next reads them as zero pages
-// and the host stops paying for them; the balloon uses it for inflated,
-// hinted and reported pages. The range must be 4 KiB aligned and lie in
-// guest RAM, possibly across adjacent regions; nothing is discarded unless
-// all of it does. An empty range is a no-op. With hugetlbfs backing the
-// kernel refuses ranges that are not aligned to the huge page, and Discard
-// returns its error.
+// Discard gives the host pages backing [gpa, gpa+n) back to the host, so
+// that the guest next reads them as zero pages and the host stops paying
+// for them; the balloon uses it for inflated, hinted and reported pages.
+// The range must be 4 KiB aligned and lie in guest RAM, possibly across
+// adjacent regions; nothing is discarded unless all of it does. An empty
+// range is a no-op. With hugetlbfs backing the kernel refuses ranges that
+// are not aligned to the huge page, and Discard returns its error.
 //
-// Every region is anonymous private memory today, for which MADV_DONTNEED
-// is enough. Firecracker also handles guest memory mapped MAP_PRIVATE from
-// a snapshot file, where MADV_DONTNEED would bring the file's contents
-// back: it maps fresh anonymous memory over the range (MAP_FIXED) instead.
-// Do the same here once regions can be file-backed.
+// Anonymous memory (New, NewUffd) gets madvise(MADV_DONTNEED); under a
+// userfaultfd that is what sends the handler its remove event, after
+// which it serves the range as zeroes. On a private mapping of a memory
+// file (NewFromFile) MADV_DONTNEED would only drop the private copies and
+// bring the file's contents back, so fresh anonymous memory is mapped over
+// the range instead (MAP_FIXED), as Firecracker does.
 func (g *Guest) Discard(gpa, n uint64) error {
 	if gpa%DiscardPageSize != 0 || n%DiscardPageSize != 0 {
 		return fmt.Errorf("%w: [%#x, +%#x)", ErrUnaligned, gpa, n)
@@ -38,33 +38,47 @@ func (g *Guest) Discard(gpa, n uint64) error {
 	}
 	// Collect every piece before touching any, so a range that runs off
 	// the end of RAM or into a hole discards nothing.
-	var pieces [][]byte
+	type piece struct {
+		mem  []byte
+		file bool
+	}
+	var pieces []piece
 	cur, left := gpa, n
 	for left > 0 {
-		s := g.regionTail(cur)
+		i, s := g.regionTail(cur)
 		if s == nil {
 			return fmt.Errorf("%w: [%#x, +%#x)", ErrOutOfBounds, gpa, n)
 		}
 		k := min(uint64(len(s)), left)
-		pieces = append(pieces, s[:k:k])
+		pieces = append(pieces, piece{s[:k:k], g.fileBacked[i]})
 		cur += k // cannot wrap: cur+k ends inside a mapped region
 		left -= k
 	}
 	for _, p := range pieces {
-		if err := unix.Madvise(p, unix.MADV_DONTNEED); err != nil {
-			return fmt.Errorf("discard [%#x, +%#x): madvise: %w", gpa, n, err)
+		if !p.file {
+			if err := unix.Madvise(p.mem, unix.MADV_DONTNEED); err != nil {
+				return fmt.Errorf("discard [%#x, +%#x): madvise: %w", gpa, n, err)
+			}
+			continue
+		}
+		if err := remapAnonymous(p.mem); err != nil {
+			return fmt.Errorf("discard [%#x, +%#x): mmap: %w", gpa, n, err)
+		}
+		if g.thp {
+			// The new mapping does not inherit the old one's advice.
+			_ = unix.Madvise(p.mem, unix.MADV_HUGEPAGE)
 		}
 	}
 	return nil
 }
 
-// regionTail returns the host bytes from gpa to the end of the region that
-// holds it, or nil when no region does.
-func (g *Guest) regionTail(gpa uint64) []byte {
-	for _, r := range g.regions {
+// regionTail returns the index of the region that holds gpa and its host
+// bytes from gpa to the region's end, or nil when no region does.
+func (g *Guest) regionTail(gpa uint64) (int, []byte) {
+	for i, r := range g.regions {
 		if gpa >= r.Start && gpa-r.Start < uint64(len(r.Mem)) {
-			return r.Mem[gpa-r.Start:]
+			return i, r.Mem[gpa-r.Start:]
 		}
 	}
-	return nil
+	return -1, nil
 }

@@ -188,6 +188,11 @@ type Lifecycle[W any] struct {
 	closed bool
 	acked  atomic.Uint64
 	cur    atomic.Pointer[activation[W]]
+	// start is the current activation's worker factory, kept so that
+	// Resume can start the worker again; suspended is set between
+	// Suspend and Resume (written under mu, read without it by Active).
+	start     func() (W, *Worker, error)
+	suspended atomic.Bool
 }
 
 // activation is one published activation: the device's worker and its
@@ -204,8 +209,9 @@ func (l *Lifecycle[W]) AckFeatures(features uint64) { l.acked.Store(features) }
 // AckedFeatures returns the acknowledged features; Reset forgets them.
 func (l *Lifecycle[W]) AckedFeatures() uint64 { return l.acked.Load() }
 
-// Active reports whether a worker runs (between Activate and Reset).
-func (l *Lifecycle[W]) Active() bool { return l.cur.Load() != nil }
+// Active reports whether the device is activated (between Activate and
+// Reset), its worker running or suspended.
+func (l *Lifecycle[W]) Active() bool { return l.cur.Load() != nil || l.suspended.Load() }
 
 // Current returns the running worker, or the zero W while inactive. It
 // takes no lock: the worker may be stopping by the time the caller looks.
@@ -240,7 +246,7 @@ func (l *Lifecycle[W]) Activate(mem *memory.Guest, queues []*Queue, irq Interrup
 	switch {
 	case l.closed:
 		err = l.errClosed()
-	case l.cur.Load() != nil:
+	case l.cur.Load() != nil || l.suspended.Load():
 		err = fmt.Errorf("%s: device already activated", l.Name)
 	case mem == nil || irq == nil:
 		err = fmt.Errorf("%s: activation without memory or interrupt", l.Name)
@@ -256,6 +262,51 @@ func (l *Lifecycle[W]) Activate(mem *memory.Guest, queues []*Queue, irq Interrup
 		return err
 	}
 	l.cur.Store(a)
+	l.start = start
+	l.suspended.Store(false)
+	return nil
+}
+
+// Suspend stops the running worker, as Reset does, but keeps the
+// activation: the features stay acknowledged and Resume starts a new
+// worker with the same start function (so the device's start must build
+// the worker from state the device keeps, not from the old worker's). A
+// device that holds chains in its worker moves them back to the device in
+// the worker's exited hook (Worker.OnStop). Suspending an inactive or
+// suspended device does nothing.
+func (l *Lifecycle[W]) Suspend() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cur.Load() == nil {
+		return
+	}
+	l.stopLocked()
+	l.suspended.Store(true)
+}
+
+// Suspended reports whether the device is between Suspend and Resume.
+func (l *Lifecycle[W]) Suspended() bool { return l.suspended.Load() }
+
+// Resume starts the worker of a suspended activation again and kicks
+// every queue, so buffers the driver made available meanwhile are seen.
+// It does nothing unless the device is suspended. A failure to start
+// leaves the device suspended.
+func (l *Lifecycle[W]) Resume() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.suspended.Load() || l.closed {
+		return nil
+	}
+	a := &activation[W]{}
+	var err error
+	if a.w, a.run, err = l.start(); err != nil {
+		return err
+	}
+	l.suspended.Store(false)
+	l.cur.Store(a)
+	for i := range l.Queues {
+		a.run.Kick(i)
+	}
 	return nil
 }
 
@@ -278,6 +329,8 @@ func (l *Lifecycle[W]) Reset() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.stopLocked()
+	l.start = nil
+	l.suspended.Store(false)
 	l.acked.Store(0)
 	if l.Forget != nil {
 		l.Forget()
@@ -297,6 +350,8 @@ func (l *Lifecycle[W]) Close(release func() error) error {
 	}
 	l.closed = true
 	l.stopLocked()
+	l.start = nil
+	l.suspended.Store(false)
 	if release == nil {
 		return nil
 	}

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/squib-vmm/squib/internal/metrics"
 	"github.com/squib-vmm/squib/internal/mmds"
 )
 
@@ -109,6 +110,26 @@ func NewController(opts Options) *Controller {
 // View returns the latest published view. It never blocks.
 func (c *Controller) View() *View { return c.view.Load() }
 
+// InstanceInfo returns GET /'s answer for view v: v.Info, or, while a
+// request is executing, the same with in_progress naming it. It never
+// waits on the controller.
+func (c *Controller) InstanceInfo(v *View) []byte {
+	b := c.busy.Load()
+	if b == nil {
+		return v.Info
+	}
+	return mustMarshal(InstanceInfo{ID: c.opts.InstanceID, State: v.State, VMMVersion: FirecrackerVersion, AppName: AppName, InProgress: *b})
+}
+
+// Terminate asks the process to exit with code, as Exited reports; the
+// API calls it after answering a fatal error.
+func (c *Controller) Terminate(code int) {
+	select {
+	case c.exit <- code:
+	default: // an exit is already pending
+	}
+}
+
 // Exited delivers the process exit code once the VM has stopped.
 func (c *Controller) Exited() <-chan int { return c.exit }
 
@@ -144,7 +165,11 @@ func (c *Controller) Run(ctx context.Context) {
 			}
 			name := cl.req.Op.String()
 			c.busy.Store(&name)
+			begin := time.Now()
 			res, err := c.execute(ctx, cl.req)
+			if err == nil {
+				recordLatency(cl.req, time.Since(begin), true)
+			}
 			c.busy.Store(nil)
 			c.publish()
 			cl.done <- callResult{res, err}
@@ -166,8 +191,12 @@ func (c *Controller) Do(ctx context.Context, req Request) (Result, error) {
 	case <-ctx.Done():
 		return Result{}, c.timeoutError(req, timeout, false)
 	}
+	begin := time.Now()
 	select {
 	case r := <-cl.done:
+		if r.err == nil {
+			recordLatency(req, time.Since(begin), false)
+		}
 		return r.res, r.err
 	case <-ctx.Done():
 		if cl.state.CompareAndSwap(callQueued, callAbandoned) {
@@ -324,7 +353,10 @@ func (c *Controller) loadSnapshot(ctx context.Context, p *SnapshotLoadParams) er
 	if c.res.BootSpecific {
 		return errorf(PrefixLoadSnap, "Loading a microVM snapshot not allowed after configuring boot-specific resources.")
 	}
-	vm, res, err := c.opts.Builder.Restore(ctx, p, c.buildOptions())
+	opts := c.buildOptions()
+	opts.Serial = c.res.Serial
+	opts.ClockRealtime = p.ClockRealtime != nil && *p.ClockRealtime
+	vm, res, err := c.opts.Builder.Restore(ctx, p, opts)
 	if err != nil {
 		// Past this point Firecracker has torn its state down: the answer
 		// is sent, then the process exits.
@@ -334,7 +366,11 @@ func (c *Controller) loadSnapshot(ctx context.Context, p *SnapshotLoadParams) er
 		}
 		return &Error{Msg: e.Msg, Fatal: true}
 	}
+	c.res.Close()
 	c.res = res
+	if res.Mmds != nil {
+		c.opts.Hooks.Mmds.ApplyConfig(res.Mmds.storeConfig())
+	}
 	c.vm = vm
 	c.paused = p.ResumeVM == nil || !*p.ResumeVM
 	c.markStarted()
@@ -498,7 +534,7 @@ func (c *Controller) executeRuntime(ctx context.Context, req Request) (Result, e
 		if !c.paused {
 			return Result{}, errorf(PrefixCreateSnap, "Cannot save the microVM state: Operation not allowed: save/restore unavailable while running")
 		}
-		return Result{}, wrap(PrefixCreateSnap, vm.CreateSnapshot(ctx, req.Body.(*SnapshotCreateParams)))
+		return Result{}, wrap(PrefixCreateSnap, vm.CreateSnapshot(ctx, req.Body.(*SnapshotCreateParams), mustMarshal(c.res.Snapshot())))
 	}
 	return Result{}, &Error{Msg: PrefixInternal + "unhandled request " + req.Op.String()}
 }
@@ -527,4 +563,37 @@ func wrap(prefix string, err error) error {
 		return e
 	}
 	return &Error{Msg: prefix + err.Error()}
+}
+
+// recordLatency stores a successful pause, resume, snapshot create or
+// load's duration in Firecracker's latencies_us metrics: the VMM-level
+// figure is the execution alone, the API-level one includes waiting for
+// the controller.
+func recordLatency(req Request, d time.Duration, vmmLevel bool) {
+	l := &metrics.Default.LatenciesUS
+	var api, vmm *metrics.StoreMetric
+	switch req.Op {
+	case OpPatchVM:
+		if u, ok := req.Body.(*VMUpdate); ok && *u.State == VMPaused {
+			api, vmm = &l.PauseVM, &l.VmmPauseVM
+		} else {
+			api, vmm = &l.ResumeVM, &l.VmmResumeVM
+		}
+	case OpSnapshotCreate:
+		if p, ok := req.Body.(*SnapshotCreateParams); ok && p.SnapshotType != nil && *p.SnapshotType == "Diff" {
+			api, vmm = &l.DiffCreateSnapshot, &l.VmmDiffCreateSnapshot
+		} else {
+			api, vmm = &l.FullCreateSnapshot, &l.VmmFullCreateSnapshot
+		}
+	case OpSnapshotLoad:
+		api, vmm = &l.LoadSnapshot, &l.VmmLoadSnapshot
+	default:
+		return
+	}
+	us := uint64(d.Microseconds())
+	if vmmLevel {
+		vmm.Store(us)
+	} else {
+		api.Store(us)
+	}
 }

@@ -499,6 +499,11 @@ type InstanceInfo struct {
 	State      string `json:"state"`
 	VMMVersion string `json:"vmm_version"`
 	AppName    string `json:"app_name"`
+	// InProgress names the mutating request the VMM is executing (say
+	// "PUT /snapshot/load"), so a client polling GET / during a long
+	// operation can tell it is under way. squib's addition: absent when
+	// the VMM is idle, so the answer is then exactly Firecracker's.
+	InProgress string `json:"in_progress,omitzero"`
 }
 
 // Instance states reported by GET /.

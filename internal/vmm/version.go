@@ -6,8 +6,6 @@ package vmm
 const (
 	// FirecrackerVersion is the Firecracker API and CLI version squib implements.
 	FirecrackerVersion = "1.17.0-dev"
-	// SnapshotVersion is the snapshot data-format version squib writes.
-	SnapshotVersion = "11.0.0"
 	// AppName is what GET / reports as app_name.
 	AppName = "Firecracker"
 	// SquibVersion is squib's own release version.

@@ -25,6 +25,12 @@ type BuildOptions struct {
 	// Mmds is the process's MMDS data store, which the network interfaces
 	// named in mmds-config serve to the guest; nil when there is none.
 	Mmds *mmds.Store
+	// Serial is the serial console configured before a snapshot load
+	// (nil: the process's stdio).
+	Serial *Serial
+	// ClockRealtime asks a restore to advance the guest's clock by the
+	// time elapsed since the snapshot (the load's clock_realtime).
+	ClockRealtime bool
 }
 
 // VM is a started microVM, as the controller sees it. Its methods are
@@ -43,7 +49,10 @@ type VM interface {
 	HintingStatus() (HintingStatus, error)
 	StopHinting() error
 	UpdateHotplugMemory(requestedMib uint32) error
-	CreateSnapshot(ctx context.Context, params *SnapshotCreateParams) error
+	// CreateSnapshot saves the paused VM; config is the VM's configuration
+	// (GET /vm/config's answer), which the state file keeps so a restore
+	// can rebuild the devices.
+	CreateSnapshot(ctx context.Context, params *SnapshotCreateParams, config []byte) error
 
 	// BalloonStats returns the latest guest statistics. Safe to call from
 	// any goroutine; it must not wait on the controller.

@@ -26,6 +26,19 @@ import (
 
 var maxVCPUs = flag.Bool("squib.maxvcpus", false, "also boot a 32-vCPU guest")
 
+// noSeccomp runs squib without its seccomp filter (--no-seccomp), for
+// tools/seccomp/trace.sh to record what a new code path calls before the
+// default filter allows it.
+var noSeccomp = flag.Bool("squib.noseccomp", false, "start squib with --no-seccomp")
+
+// squibArgs prepends the flags every squib the tests start gets.
+func squibArgs(args []string) []string {
+	if *noSeccomp {
+		return append([]string{"--no-seccomp"}, args...)
+	}
+	return args
+}
+
 // bootTimeout bounds one guest's life. Nested KVM under software
 // emulation boots a stock kernel in tens of seconds; this is a hang guard,
 // not a performance assertion.
@@ -135,7 +148,7 @@ func startWrapped(t *testing.T, wrap []string, args ...string) *squib {
 	t.Helper()
 	dir := t.TempDir()
 	s := &squib{t: t, console: newConsole(), dir: dir, sock: filepath.Join(dir, "api.sock"), logPath: filepath.Join(dir, "squib.log"), exited: make(chan struct{})}
-	full := append([]string{"--log-path", s.logPath, "--level", "Debug"}, args...)
+	full := squibArgs(append([]string{"--log-path", s.logPath, "--level", "Debug"}, args...))
 	if !contains(args, "--no-api") {
 		full = append(full, "--api-sock", s.sock)
 	}

@@ -14,6 +14,7 @@
 # Layout inside L1 (also in /etc/squib.env, which l1/init sources):
 #   /usr/bin/squib                 SQUIB_BIN
 #   /usr/bin/squib-jailer          SQUIB_JAILER
+#   /usr/bin/squib-uffd-handler    SQUIB_UFFD_HANDLER
 #   /usr/bin/squib-tests.test      the test binary; /run-tests.sh runs it in /pkg
 #   /guest/vmlinuz                 SQUIB_GUEST_KERNEL   (bzImage)
 #   /guest/vmlinux                 SQUIB_GUEST_VMLINUX  (ELF)
@@ -71,6 +72,7 @@ if [ $stale = 1 ]; then
 		export SQUIB_TEST_MODE=sandbox
 		export SQUIB_BIN=/usr/bin/squib
 		export SQUIB_JAILER=/usr/bin/squib-jailer
+		export SQUIB_UFFD_HANDLER=/usr/bin/squib-uffd-handler
 		export SQUIB_GUEST_KERNEL=/guest/vmlinuz
 		export SQUIB_GUEST_VMLINUX=/guest/vmlinux
 		export SQUIB_GUEST_INITRD=/guest/initramfs.cpio.gz
@@ -98,6 +100,7 @@ else
 	[ -d "$pkgdir/testdata" ] && cp -r "$pkgdir/testdata" "$R/pkg/"
 fi
 (cd "$REPO_ROOT" && CGO_ENABLED=0 go build -o "$R/usr/bin/squib-jailer" ./cmd/squib-jailer) || die "go build failed"
+(cd "$REPO_ROOT" && CGO_ENABLED=0 go build -o "$R/usr/bin/squib-uffd-handler" ./cmd/squib-uffd-handler) || die "go build failed"
 pack_cpio "$R" >"$D/go.cpio"
 rm -rf "$R"
 

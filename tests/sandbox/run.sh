@@ -20,7 +20,7 @@
 #   SQUIB_SANDBOX_TIMEOUT   seconds one L1 run may take (default 600; a run that
 #                           crashes or stalls L1 itself is tried again, three times at most)
 #   SQUIB_SANDBOX_CPU/_MEM/_SMP/_APPEND/_TIMESTAMPS   see boot_l1 in lib.sh
-# The tests see: SQUIB_TEST_MODE (direct|sandbox), SQUIB_BIN, SQUIB_JAILER,
+# The tests see: SQUIB_TEST_MODE (direct|sandbox), SQUIB_BIN, SQUIB_JAILER, SQUIB_UFFD_HANDLER,
 #   SQUIB_GUEST_KERNEL (bzImage), SQUIB_GUEST_VMLINUX (ELF),
 #   SQUIB_GUEST_INITRD (gzip cpio), SQUIB_GUEST_KERNEL_VERSION.
 # Exit status: the test binary's; 124 on a sandbox timeout.
@@ -42,6 +42,7 @@ direct)
 	GUEST_INITRD=$("$GUEST_DIR/build-initramfs.sh")
 	build_go "$CACHE/direct" "$PKG"
 	(cd "$REPO_ROOT" && CGO_ENABLED=0 go build -o "$CACHE/direct/squib-jailer" ./cmd/squib-jailer) || die "go build failed"
+	(cd "$REPO_ROOT" && CGO_ENABLED=0 go build -o "$CACHE/direct/squib-uffd-handler" ./cmd/squib-uffd-handler) || die "go build failed"
 	pkgdir=$(package_dir "$PKG")
 	log "running $PKG tests (${GO_TEST_FLAGS[*]:-no flags}) in $pkgdir"
 	# like `go test`: the tests run in their package directory
@@ -50,6 +51,7 @@ direct)
 		SQUIB_TEST_MODE=direct \
 			SQUIB_BIN=$CACHE/direct/squib \
 			SQUIB_JAILER=$CACHE/direct/squib-jailer \
+			SQUIB_UFFD_HANDLER=$CACHE/direct/squib-uffd-handler \
 			SQUIB_GUEST_KERNEL=$SQUIB_KERNEL_VMLINUZ \
 			SQUIB_GUEST_VMLINUX=$SQUIB_KERNEL_VMLINUX \
 			SQUIB_GUEST_INITRD=$GUEST_INITRD \

@@ -61,13 +61,6 @@ func (f rtcFields) time() time.Time {
 	return time.Date(f.year, time.Month(f.mon), f.mday, f.hour, f.min, f.sec, 0, time.UTC)
 }
 
-// RTCState is the RTC's state for snapshots.
-type RTCState struct {
-	Index         uint8          // selected CMOS register
-	RAM           [CMOSSize]byte // CMOS bytes other than the clock
-	OffsetSeconds int64          // guest clock minus host UTC clock
-}
-
 var _ devices.Device = (*RTC)(nil)
 
 // RTC is a minimal MC146818 CMOS real-time clock. The time registers read
@@ -100,21 +93,6 @@ func NewRTC(now func() time.Time) *RTC {
 	return r
 }
 
-// State returns the RTC's state for a snapshot.
-func (r *RTC) State() RTCState {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return RTCState{Index: r.index, RAM: r.ram, OffsetSeconds: r.offset}
-}
-
-// Restore loads a state from State.
-func (r *RTC) Restore(st RTCState) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.index, r.ram, r.offset = st.Index&^nmiMask, st.RAM, st.OffsetSeconds
-	r.frozen = r.running()
-}
-
 // running returns the guest clock from the host clock.
 func (r *RTC) running() rtcFields {
 	return fieldsOf(time.Unix(r.now().Unix()+r.offset, 0).UTC())
@@ -127,9 +105,18 @@ func (r *RTC) current() rtcFields {
 	return r.running()
 }
 
+// Bounds on the guest clock. A guest writing silly values can move its
+// clock by up to a few centuries per write; clamping keeps every state it
+// can reach within what RestoreState accepts, so a guest cannot make its
+// own snapshot unloadable.
+const (
+	maxRTCOffset = 1 << 40 // seconds, about 34,800 years either way
+	maxRTCYear   = 1000000 // of the clock held while regB.SET is set
+)
+
 // commit makes f the guest clock from now on.
 func (r *RTC) commit(f rtcFields) {
-	r.offset = f.time().Unix() - r.now().Unix()
+	r.offset = min(max(f.time().Unix()-r.now().Unix(), -maxRTCOffset), maxRTCOffset)
 }
 
 func (r *RTC) binary() bool { return r.ram[rtcRegB]&regBDM != 0 }
@@ -262,6 +249,7 @@ func (r *RTC) writeReg(idx, v uint8) {
 			f.year = r.decode(v)*100 + mod(f.year, 100)
 		}
 		if r.ram[rtcRegB]&regBSet != 0 {
+			f.year = min(max(f.year, -maxRTCYear), maxRTCYear)
 			r.frozen = f
 		} else {
 			r.commit(f)

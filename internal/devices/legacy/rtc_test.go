@@ -156,9 +156,11 @@ func TestRTCSetTime(t *testing.T) {
 	if got := cmos(r, rtcMinutes); got != 30 {
 		t.Fatalf("minutes %d", got)
 	}
-	st := r.State()
+	st := r.SaveState()
 	r2, _ := newTestRTC(clk.now())
-	r2.Restore(st)
+	if err := r2.RestoreState(st); err != nil {
+		t.Fatal(err)
+	}
 	if got := cmos(r2, rtcMinutes); got != 30 || cmos(r2, rtcYear) != 27 {
 		t.Fatalf("restored minutes %d", got)
 	}

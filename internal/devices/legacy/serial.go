@@ -103,21 +103,6 @@ type OutputLimiter interface {
 	AllowBytes(n int) bool
 }
 
-// SerialState is the guest-visible state of the UART, as vm-superio's
-// SerialState, for snapshots.
-type SerialState struct {
-	DivisorLow              uint8
-	DivisorHigh             uint8
-	InterruptEnable         uint8
-	InterruptIdentification uint8
-	LineControl             uint8
-	LineStatus              uint8
-	ModemControl            uint8
-	ModemStatus             uint8
-	Scratch                 uint8
-	InBuffer                []byte // receive FIFO, oldest first
-}
-
 // SerialConfig configures NewSerial.
 type SerialConfig struct {
 	// Interrupt is the IRQ 4 line; nil means no interrupts.
@@ -131,7 +116,7 @@ type SerialConfig struct {
 	// OutputBuffer bounds the bytes queued for Out; 0 means
 	// DefaultOutputBuffer.
 	OutputBuffer int
-	// State, if not nil, is restored (snapshot load).
+	// State, if not nil, is restored as by RestoreState (snapshot load).
 	State *SerialState
 }
 
@@ -170,8 +155,7 @@ type Serial struct {
 
 // NewSerial returns a UART in its reset state, or in cfg.State. It starts
 // the output goroutine when cfg.Out is set; Close stops it. It fails only
-// when restoring a state whose FIFO is too large or whose pending
-// interrupt cannot be raised.
+// when cfg.State is invalid or its pending interrupt cannot be raised.
 func NewSerial(cfg SerialConfig) (*Serial, error) {
 	s := &Serial{
 		dll: defaultDLL, dlm: defaultDLM, iir: defaultIIR, lcr: defaultLCR,
@@ -181,24 +165,9 @@ func NewSerial(cfg SerialConfig) (*Serial, error) {
 		ready:   make(chan struct{}, 1),
 		closed:  make(chan struct{}),
 	}
-	if st := cfg.State; st != nil {
-		if len(st.InBuffer) > SerialFIFOSize {
-			return nil, errors.New("serial: FIFO buffer too large")
-		}
-		s.dll, s.dlm, s.ier, s.iir = st.DivisorLow, st.DivisorHigh, st.InterruptEnable, st.InterruptIdentification
-		s.lcr, s.lsr, s.mcr, s.msr, s.scr = st.LineControl, st.LineStatus, st.ModemControl, st.ModemStatus, st.Scratch
-		s.n = copy(s.fifo[:], st.InBuffer)
-		// The interrupt was edge-signalled before the snapshot; raise it
-		// again so the restored guest does not wait for it forever.
-		if s.ier&ierTHRE != 0 && s.iir&iirTHRE != 0 {
-			if err := s.trigger(); err != nil {
-				return nil, err
-			}
-		}
-		if s.ier&ierRDA != 0 && s.iir&iirRDA != 0 {
-			if err := s.trigger(); err != nil {
-				return nil, err
-			}
+	if cfg.State != nil {
+		if err := s.RestoreState(*cfg.State); err != nil {
+			return nil, err
 		}
 	}
 	if cfg.Out != nil {
@@ -210,21 +179,6 @@ func NewSerial(cfg SerialConfig) (*Serial, error) {
 		go s.out.run()
 	}
 	return s, nil
-}
-
-// State returns the UART's registers and FIFO for a snapshot.
-func (s *Serial) State() SerialState {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	in := make([]byte, s.n)
-	for i := range in {
-		in[i] = s.fifo[(s.head+i)%SerialFIFOSize]
-	}
-	return SerialState{
-		DivisorLow: s.dll, DivisorHigh: s.dlm, InterruptEnable: s.ier,
-		InterruptIdentification: s.iir, LineControl: s.lcr, LineStatus: s.lsr,
-		ModemControl: s.mcr, ModemStatus: s.msr, Scratch: s.scr, InBuffer: in,
-	}
 }
 
 // Read implements devices.Device. Only 1-byte accesses are served; others

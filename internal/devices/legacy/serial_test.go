@@ -429,7 +429,7 @@ func TestSerialStateRestore(t *testing.T) {
 	if err := s.EnqueueInput([]byte("abc")); err != nil {
 		t.Fatal(err)
 	}
-	st := s.State()
+	st := s.SaveState()
 	if string(st.InBuffer) != "abc" || st.Scratch != 0x42 || st.InterruptEnable != ierRDA {
 		t.Fatalf("state %+v", st)
 	}

@@ -119,9 +119,9 @@ const (
 	kindReport
 )
 
-// Device is the virtio-balloon device. It implements virtio.Device; a
-// transport drives it, and the VMM calls the API methods from any
-// goroutine.
+// Device is the virtio-balloon device. It implements virtio.Device and
+// virtio.Snapshotter; a transport drives it, and the VMM calls the API
+// methods from any goroutine.
 type Device struct {
 	features  uint64
 	kinds     []queueKind // what each queue index is
@@ -144,6 +144,22 @@ type Device struct {
 	// so that UpdateStatsInterval either changes the interval before the
 	// worker reads it or finds the worker to tell.
 	refresh chan<- struct{}
+
+	// parked: active but suspended (irq is nil, no worker runs). What the
+	// API asks of the driver meanwhile waits for Resume: a config
+	// interrupt (configPending), a statistics refresh (refreshPending).
+	parked         bool
+	configPending  bool
+	refreshPending bool
+	// statsHead is the statistics buffer the driver posted, held while no
+	// worker runs (the running worker holds it itself).
+	statsHead uint16
+	statsHeld bool
+	// started: a worker of this activation has run, so the next start is
+	// a Resume. restored: RestoreState ran, and the activation it is for
+	// has yet to start.
+	started  bool
+	restored bool
 
 	// life holds the acknowledged features and the running worker, and
 	// serialises Activate and Reset.
@@ -243,27 +259,82 @@ func (d *Device) QueueMaxSizes() []uint16 {
 	return s
 }
 
-// Activated reports whether the device is active (its worker runs).
+// Activated reports whether the device is active (its worker runs, or is
+// suspended).
 func (d *Device) Activated() bool { return d.life.Active() }
 
 // Activate implements virtio.Device: it starts the worker that serves the
 // queues and, with statistics, the polling timer.
 func (d *Device) Activate(mem *memory.Guest, queues []*virtio.Queue, interrupt virtio.Interrupt) error {
 	return d.life.Activate(mem, queues, interrupt, func() (*worker, *virtio.Worker, error) {
-		w := d.newWorker(mem, queues, interrupt)
-		w.OnStop(func() {
-			d.mu.Lock()
-			d.irq, d.refresh = nil, nil // from here on the API sees an inactive device
-			d.mu.Unlock()
-		}, nil)
-		d.mu.Lock()
-		d.irq, d.refresh = interrupt, w.refresh
-		interval := d.interval
-		d.mu.Unlock()
-		w.Go(func() { w.run(interval) })
+		w := d.start(mem, queues, interrupt)
 		return w, w.Worker, nil
 	})
 }
+
+// start starts a worker for the activation, at Activate and again at each
+// Resume, from the state the device keeps. The polling timer starts
+// afresh with it.
+func (d *Device) start(mem *memory.Guest, queues []*virtio.Queue, irq virtio.Interrupt) *worker {
+	w := d.newWorker(mem, queues, irq)
+	w.OnStop(func() {
+		d.mu.Lock()
+		// From here on the API sees a suspended device; Reset's forget
+		// then makes it an inactive one.
+		d.irq, d.refresh, d.parked = nil, nil, true
+		d.mu.Unlock()
+	}, func() {
+		// The worker has exited: keep its statistics buffer for the
+		// next worker or a snapshot.
+		d.mu.Lock()
+		d.statsHead, d.statsHeld = w.statsHead, w.statsHeld
+		d.mu.Unlock()
+	})
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.restored {
+		d.restored = false
+		if d.hinting {
+			// As Firecracker does after a restore: the run is over, and
+			// the driver may reuse the pages it hinted. The driver hears
+			// of it on Resume.
+			d.hint.hostCmd = HintCmdDone
+			binary.LittleEndian.PutUint32(d.config[offHintCmd:], HintCmdDone)
+			d.configPending = true
+		}
+	}
+	resume := d.started
+	d.started = true
+	w.statsHead, w.statsHeld = d.statsHead, d.statsHeld
+	d.statsHeld = false
+	d.irq, d.refresh, d.parked = irq, w.refresh, false
+	if d.refreshPending {
+		d.refreshPending = false
+		w.refresh <- struct{}{}
+	}
+	if resume && d.configPending {
+		d.configPending = false
+		if err := d.triggerConfigLocked(); err != nil {
+			d.m.EventFails.Inc()
+			log.RateLimited(&rlIRQ).Errorf("balloon: %v", err)
+		}
+	}
+	interval := d.interval
+	w.Go(func() { w.run(interval) })
+	return w
+}
+
+// Suspend implements virtio.Snapshotter: it stops the worker once the
+// chains it popped are returned, and the polling timer with it. The
+// statistics buffer the driver posted stays held. API changes made while
+// suspended (target, hinting commands, interval) reach the driver on
+// Resume.
+func (d *Device) Suspend() { d.life.Suspend() }
+
+// Resume implements virtio.Snapshotter: it starts a new worker, which
+// looks at every queue, restarts the polling timer and raises the config
+// interrupt that changes made while suspended owe the driver.
+func (d *Device) Resume() error { return d.life.Resume() }
 
 // QueueNotify implements virtio.Device: it wakes the worker and never
 // blocks. Before activation and after Reset it does nothing.
@@ -283,15 +354,22 @@ func (d *Device) forget() {
 	binary.LittleEndian.PutUint32(d.config[offHintCmd:], HintCmdStop)
 	d.stats = guestStats{}
 	d.hint = hintState{}
+	d.parked, d.configPending, d.refreshPending = false, false, false
+	d.statsHeld, d.started, d.restored = false, false, false
 }
+
+// activeLocked reports whether the device is active, running or
+// suspended; d.mu is held.
+func (d *Device) activeLocked() bool { return d.irq != nil || d.parked }
 
 // UpdateAmount sets the balloon's target to mib MiB (PATCH /balloon) and
 // tells the driver with a config interrupt. guestMemMib is the guest's
-// memory size; the target may not exceed it. The device must be active.
+// memory size; the target may not exceed it. The device must be active;
+// while it is suspended, the driver hears of the change on Resume.
 func (d *Device) UpdateAmount(mib uint32, guestMemMib uint64) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.irq == nil {
+	if !d.activeLocked() {
 		return ErrNotActivated
 	}
 	if uint64(mib) > guestMemMib {
@@ -305,10 +383,15 @@ func (d *Device) UpdateAmount(mib uint32, guestMemMib uint64) error {
 	return d.triggerConfigLocked()
 }
 
-// triggerConfigLocked raises the config interrupt; d.mu is held, which
-// keeps Reset from dropping the interrupt meanwhile. The transport's
-// interrupt never calls back into the device.
+// triggerConfigLocked raises the config interrupt, or records it for
+// Resume while suspended; d.mu is held, which keeps Reset from dropping
+// the interrupt meanwhile. The transport's interrupt never calls back
+// into the device.
 func (d *Device) triggerConfigLocked() error {
+	if d.irq == nil {
+		d.configPending = true
+		return nil
+	}
 	if err := d.irq.TriggerConfig(); err != nil {
 		return &InterruptError{Err: err}
 	}
@@ -333,6 +416,8 @@ func (d *Device) UpdateStatsInterval(seconds uint16) error {
 		case d.refresh <- struct{}{}:
 		default:
 		}
+	} else if d.parked {
+		d.refreshPending = true
 	}
 	return nil
 }

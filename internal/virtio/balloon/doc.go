@@ -34,6 +34,18 @@
 // goroutine; they share only a small locked state with the worker and
 // never wait for it. Errors carry Firecracker's texts.
 //
+// Snapshots (virtio.Snapshotter): Suspend stops the worker once every
+// chain it popped is returned, and the polling timer with it; the held
+// statistics buffer stays with the device, and API changes made while
+// suspended reach the driver on Resume (one config interrupt, an
+// immediate statistics refresh). SaveState keeps what Firecracker's
+// BalloonState keeps: num_pages, actual, the polling interval, the held
+// statistics buffer's head, the latest values and the hinting run, plus
+// which optional queues exist, so that a device configured with other
+// queues refuses the state. After a restore the held buffer is returned
+// at the next interval, and a hinting run is ended with DONE as in
+// Firecracker.
+//
 // Differences from Firecracker, all on paths only a broken or hostile
 // driver takes:
 //   - A malformed chain (the queue refuses it: buffer outside guest RAM,

@@ -79,7 +79,7 @@ func (d *Device) StopHinting() error {
 // setHintCmdLocked publishes a host command in the config space and tells
 // the driver (Firecracker's update_free_page_hint_cmd). d.mu is held.
 func (d *Device) setHintCmdLocked(id uint32) error {
-	if d.irq == nil {
+	if !d.activeLocked() {
 		return ErrNotActivated
 	}
 	d.hint.hostCmd = id

@@ -173,6 +173,10 @@ type Device struct {
 	// life holds the acknowledged features and the running worker, and
 	// serialises Activate, Reset, UpdateFile and Close.
 	life virtio.Lifecycle[*worker]
+	// capacityChanged is set by RestoreState when the guest saw another
+	// capacity than the backing file's: Resume then raises a config
+	// interrupt. Guarded by life's lock.
+	capacityChanged bool
 }
 
 // New returns an inactive block device over cfg.File. On error the file
@@ -204,6 +208,8 @@ func New(cfg Config) (*Device, error) {
 	if d.limiter == nil {
 		d.limiter = ratelimit.New(nil, nil)
 	}
+	// A reset driver reads the capacity again when it probes.
+	d.life.Forget = func() { d.capacityChanged = false }
 	if cfg.Cache == CacheWriteback {
 		d.features |= 1 << FeatureFlush
 	}
@@ -218,7 +224,8 @@ func New(cfg Config) (*Device, error) {
 func (d *Device) ID() string { return d.id }
 
 // Limiter returns the device's rate limiter, never nil; PATCH
-// /drives/{id} calls its Update.
+// /drives/{id} calls its Update. RestoreState replaces it, so fetch it
+// anew after a restore.
 func (d *Device) Limiter() *ratelimit.RateLimiter { return d.limiter }
 
 // Capacity returns the disk size in 512-byte sectors, as the guest sees
@@ -247,7 +254,11 @@ func (d *Device) UpdateFile(f *os.File) error {
 		d.disk = dk
 		d.capacity.Store(dk.nsectors)
 		d.diskMu.Unlock()
-		// Only an active device has a driver to tell.
+		// Only an active device has a driver to tell; a suspended one
+		// tells it on Resume.
+		if d.life.Suspended() {
+			d.capacityChanged = true
+		}
 		if w != nil {
 			if err := w.irq.TriggerConfig(); err != nil {
 				log.RateLimited(&rlIRQ).Errorf("block: config interrupt: %v", err)

@@ -39,6 +39,13 @@
 // slow disk never holds up a vCPU. UpdateFile (PATCH /drives) swaps the
 // backing file between two requests, never during one.
 //
+// Snapshots (virtio.Snapshotter): Suspend waits for the request in flight
+// and returns it to the driver, so the device holds nothing; its saved
+// state is the rate limiter's and the capacity the guest saw. A device
+// restored onto a backing file of another size shows the file's capacity
+// and raises a configuration interrupt on Resume, as after a PATCH (which,
+// on a suspended device, is announced on Resume too).
+//
 // Differences from Firecracker, all on paths no Linux driver takes:
 //   - The chain's layout is free, as virtio 1.x requires of a device: the
 //     header may span descriptors, the data may take several, and the

@@ -11,4 +11,11 @@
 // 4-byte write of the queue index at NotifyOffset, which Write handles, or
 // through one ioeventfd per queue (address base+NotifyOffset, datamatch the
 // index) whose reader calls QueueNotify.
+//
+// Snapshots: the machine pauses the VM, calls Suspend on every transport
+// (which stops a virtio.Snapshotter device's processing), then SaveState.
+// To restore, it builds each device and transport from the VM's
+// configuration over the restored memory and calls RestoreState, which
+// activates a device the driver had activated and leaves it suspended;
+// Resume starts it and raises one used-ring interrupt.
 package mmio

@@ -105,6 +105,10 @@ type Transport struct {
 	configGeneration  uint32
 	queues            []*virtio.Queue
 	active            bool
+	// suspended is set between Suspend (or RestoreState) and Resume: the
+	// VM is paused, and a device the driver activates meanwhile is
+	// suspended straight away.
+	suspended bool
 }
 
 // New makes the transport for dev, which sees guest memory mem and raises
@@ -422,6 +426,12 @@ func (t *Transport) activate() {
 		return
 	}
 	t.active = true
+	if sn, ok := t.dev.(virtio.Snapshotter); ok && t.suspended {
+		// A vCPU finished this write as the VM paused: the device must not
+		// run until Resume, which looks at every queue.
+		sn.Suspend()
+		return
+	}
 	// A kick that came before activation may have been dropped: let the
 	// device look at every queue once.
 	for i := range t.queues {

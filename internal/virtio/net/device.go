@@ -132,6 +132,9 @@ type Device struct {
 	// bufs is allocated at the first activation, then handed from one
 	// worker to the next (under life's lock).
 	bufs *hostBuffers
+	// kept is what a suspended worker left for the next (under life's
+	// lock); Reset forgets it.
+	kept kept
 }
 
 // hostBuffers are the frame buffers a worker uses; each holds a whole
@@ -156,20 +159,15 @@ func New(cfg Config) (*Device, error) {
 		txLim:   cfg.TxLimiter,
 		mmds:    cfg.MMDS,
 	}
+	var mtu uint16
 	if cfg.MTU != nil {
 		if *cfg.MTU < MinMTU {
 			cfg.Backend.Close()
 			return nil, fmt.Errorf("MTU %d is out of range [68, 65535]", *cfg.MTU)
 		}
-		d.mtu = *cfg.MTU
-		d.avail |= 1 << FeatureMTU
-		d.config[10], d.config[11] = byte(d.mtu), byte(d.mtu>>8)
+		mtu = *cfg.MTU
 	}
-	if cfg.GuestMAC != nil {
-		d.hasMAC, d.mac = true, *cfg.GuestMAC
-		d.avail |= 1 << FeatureMAC
-		copy(d.config[:6], d.mac[:])
-	}
+	d.setConfig(cfg.GuestMAC, mtu)
 	// Never nil, so that a PATCH can add buckets to an unlimited device.
 	if d.rxLim == nil {
 		d.rxLim = ratelimit.New(nil, nil)
@@ -179,7 +177,26 @@ func New(cfg Config) (*Device, error) {
 	}
 	d.m = metrics.Default.Net(cfg.ID)
 	d.life.Name, d.life.Queues, d.life.ActivateFails = "net", 2, &d.m.ActivateFails
+	d.life.Forget = func() { d.kept = kept{} }
 	return d, nil
+}
+
+// setConfig sets the guest MAC (nil: none) and MTU (0: none), the
+// configuration space that shows them and the features that announce
+// them.
+func (d *Device) setConfig(mac *[6]byte, mtu uint16) {
+	d.avail = baseFeatures
+	d.config = [configSize]byte{}
+	d.hasMAC, d.mac, d.mtu = false, [6]byte{}, mtu
+	if mtu != 0 {
+		d.avail |= 1 << FeatureMTU
+		d.config[10], d.config[11] = byte(mtu), byte(mtu>>8)
+	}
+	if mac != nil {
+		d.hasMAC, d.mac = true, *mac
+		d.avail |= 1 << FeatureMAC
+		copy(d.config[:6], mac[:])
+	}
 }
 
 // ID is the interface's iface_id.
@@ -192,7 +209,8 @@ func (d *Device) GuestMAC() ([6]byte, bool) { return d.mac, d.hasMAC }
 func (d *Device) MTU() uint16 { return d.mtu }
 
 // RxLimiter is the receive rate limiter (never nil); a PATCH updates it in
-// place, concurrently with the running device.
+// place, concurrently with the running device. RestoreState replaces it,
+// so fetch it anew after a restore.
 func (d *Device) RxLimiter() *ratelimit.RateLimiter { return d.rxLim }
 
 // TxLimiter is the transmit rate limiter (never nil).
@@ -279,6 +297,9 @@ func (d *Device) Activate(mem *memory.Guest, queues []*virtio.Queue, interrupt v
 			}
 		}
 		w := d.newWorker(mem, queues[RxIndex], queues[TxIndex], interrupt, d.bufs)
+		if err := d.resumeKept(w); err != nil {
+			return nil, nil, err
+		}
 		w.OnStop(func() {
 			// Wake a reader blocked in Read; it sees Done and exits.
 			if err := d.backend.SetReadDeadline(time.Unix(1, 0)); err != nil {
@@ -289,6 +310,8 @@ func (d *Device) Activate(mem *memory.Guest, queues []*virtio.Queue, interrupt v
 			if err := d.backend.SetReadDeadline(time.Time{}); err != nil {
 				log.Warnf("net: could not clear the TAP read deadline: %v", err)
 			}
+			// For Resume (Reset forgets it).
+			d.keep(w)
 		})
 		w.Go(w.readLoop)
 		w.Go(w.run)
@@ -467,7 +490,16 @@ func (w *worker) readLoop() {
 		}
 		n, err := w.d.backend.Read(buf)
 		if w.Stopping() {
-			return // the frame, if any, is dropped with the device's state
+			// A frame read as the device stops goes to the exited hook,
+			// which keeps it for Resume (Reset drops it). got has room:
+			// only one buffer is ever out.
+			if err == nil && n > 0 && n <= len(buf) {
+				select {
+				case w.got <- readResult{buf: buf[:n]}:
+				default:
+				}
+			}
+			return
 		}
 		if err == nil && (n < 0 || n > len(buf)) {
 			n, err = len(buf), ErrFrameTruncated

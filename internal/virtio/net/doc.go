@@ -48,6 +48,16 @@
 // read deadline in the past to wake the reader, waits for the two to exit,
 // and clears the deadline. Close does the same and closes the backend.
 //
+// Snapshots (virtio.Snapshotter): Suspend stops both goroutines once the
+// TX frame in hand, if any, is sent and returned; the RX chains the device
+// holds and a frame it took but has not delivered (held back by the rx
+// limiter, or read from the TAP just as the device stopped) are kept for
+// Resume and saved by SaveState, along with the MAC and MTU the guest saw
+// and the limiters' state. A restored
+// device takes the held chains back on activation, after checking them
+// against its queue and guest memory (Firecracker instead rewinds the RX
+// queue and parses the chains again).
+//
 // Differences from Firecracker:
 //   - A frame is rate-limited before it is copied into the guest's
 //     buffers rather than after, so a throttled frame waits in a host
@@ -58,9 +68,4 @@
 //     with the next frame.
 //   - A corrupt avail index stops processing of that queue for the event
 //     and counts in event_fails; Firecracker panics.
-//
-// The multi-buffer frames of MRG_RXBUF are published with one used-ring
-// update per chain, back to back after all the data is written, because
-// virtio.Queue publishes each AddUsed at once; Firecracker publishes a
-// frame's chains with one index update.
 package net

@@ -352,3 +352,61 @@ func FuzzRx(f *testing.F) {
 		snap.ExpectWrites(t, virtiotest.Spans{rx.Span(), tx.Span()}, rx.WritableSpans(), total)
 	})
 }
+
+// noCloseBackend shares one backend between fuzz iterations.
+type noCloseBackend struct{ Backend }
+
+func (noCloseBackend) Close() error { return nil }
+
+// FuzzRestoreState restores arbitrary bytes as the device's own state: an
+// error, or a device that saves a state that restores again, and that
+// activates (or refuses to, for held chains that do not fit the queue or
+// memory), delivers its pending frames into its held chains, suspends,
+// resumes and resets, never a panic.
+func FuzzRestoreState(f *testing.F) {
+	lim := `"rx_rate_limiter":{"Bandwidth":null,"Ops":null},"tx_rate_limiter":{"Bandwidth":{"Size":1000,"RefillTime":100,"Budget":5}}`
+	f.Add([]byte(`{"guest_mac":null,"mtu":0,` + lim + `,"rx_chains":[],"tap_frame":null,"mmds_frame":null}`))
+	f.Add([]byte(`{"guest_mac":"06:00:ac:10:00:02","mtu":1500,` + lim + `,"rx_chains":[{"head":3,"buffers":[{"addr":8192,"len":1526}]},` +
+		`{"head":1,"buffers":[{"addr":16384,"len":12},{"addr":262140,"len":40000}]}],"tap_frame":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==","mmds_frame":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}`))
+	f.Add([]byte(`{"guest_mac":null,"mtu":65535,` + lim + `,"rx_chains":[{"head":15,"buffers":[{"addr":294912,"len":65562}]}],"tap_frame":"","mmds_frame":null}`))
+	mem := virtiotest.NewMemoryWithHole(f, fzRegion0, fzRegion1, fzEnd1)
+	be, _ := newBackendPair(f)
+	newDev := func(t *testing.T) *Device {
+		d, err := New(Config{ID: "fuzz", Backend: noCloseBackend{be}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Close() })
+		return d
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		d := newDev(t)
+		if err := d.RestoreState(data); err != nil {
+			return
+		}
+		again, err := d.SaveState()
+		if err != nil {
+			t.Fatalf("restored state does not save: %v", err)
+		}
+		if err := newDev(t).RestoreState(again); err != nil {
+			t.Fatalf("saved state %s does not restore: %v", again, err)
+		}
+		features := uint64(featAll)
+		if len(data)%2 == 1 {
+			features = featSmall
+		}
+		_, _, rxq, txq := fzRings(t, mem, true)
+		d.AckFeatures(features)
+		if err := d.Activate(mem, []*virtio.Queue{rxq, txq}, &virtiotest.IRQ{}); err != nil {
+			return
+		}
+		d.Suspend()
+		if _, err := d.SaveState(); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Resume(); err != nil {
+			t.Fatal(err)
+		}
+		d.Reset()
+	})
+}

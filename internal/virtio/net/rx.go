@@ -4,14 +4,40 @@ import (
 	"encoding/binary"
 	"errors"
 
+	"github.com/squib-vmm/squib/internal/memory"
 	"github.com/squib-vmm/squib/internal/virtio"
 )
 
 // rxChain is a guest RX chain popped from the queue and held until a frame
-// fills it (Firecracker keeps the same in RxBuffers).
+// fills it (Firecracker keeps the same in RxBuffers). It keeps the
+// chain's descriptors rather than the chain, so that a suspended device
+// can hand held chains to the next worker, or to a snapshot.
 type rxChain struct {
-	c   *virtio.DescriptorChain
-	len uint32 // its writable length
+	head  uint16
+	descs []virtio.Descriptor // all device-writable, each inside guest RAM
+	len   uint32              // their total length
+}
+
+// fill copies p into the chain's buffers in order and returns how many
+// bytes landed: all of p (which the caller keeps within len) unless guest
+// memory faults.
+func (c rxChain) fill(mem *memory.Guest, p []byte) (int, error) {
+	n := 0
+	for _, d := range c.descs {
+		if n == len(p) {
+			break
+		}
+		k := min(len(p)-n, int(d.Len))
+		if k == 0 {
+			continue
+		}
+		b, err := mem.Slice(d.Addr, uint64(k))
+		if err != nil {
+			return n, err
+		}
+		n += copy(b, p[n:])
+	}
+	return n, nil
 }
 
 // rxChains is a FIFO of held RX chains and their total length.
@@ -65,7 +91,9 @@ func (w *worker) parseRxChains() {
 			w.m.RxFails.Inc()
 			log.RateLimited(&rlChain).Errorf("net: could not parse an RX descriptor: chain %d holds %d bytes, less than %d", c.Head, c.WritableLen(), w.minRx)
 		default:
-			w.rx.push(rxChain{c: c, len: c.WritableLen()})
+			// Writable is the chain's own copy of its descriptors: the
+			// guest cannot change it.
+			w.rx.push(rxChain{head: c.Head, descs: c.Writable(), len: c.WritableLen()})
 			continue
 		}
 		if w.addUsed(w.rxq, c.Head, 0) {
@@ -240,17 +268,17 @@ func (w *worker) deliver(frame []byte) deliverResult {
 	for i := range chains {
 		c := w.rx.at(i)
 		k := min(n-off, int(c.len))
-		wr := c.c.Writer()
-		if _, err := wr.Write(frame[off : off+k]); err != nil {
+		wrote, err := c.fill(w.mem, frame[off:off+k])
+		if err != nil {
 			log.RateLimited(&rlRxFrame).Errorf("net: could not write a frame to guest memory: %v", err)
 			w.m.RxFails.Inc()
 		}
-		lens[i] = uint32(wr.Written())
+		lens[i] = uint32(wrote)
 		off += k
 	}
 	added := false
 	for i := range chains {
-		if err := w.rxq.AddUsedDeferred(w.mem, w.rx.at(i).c.Head, lens[i]); err != nil {
+		if err := w.rxq.AddUsedDeferred(w.mem, w.rx.at(i).head, lens[i]); err != nil {
 			log.RateLimited(&rlUsed).Errorf("net: could not add used descriptor: %v", err)
 			w.m.EventFails.Inc()
 			continue

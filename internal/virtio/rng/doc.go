@@ -18,6 +18,10 @@
 // queue notifications that arrive meanwhile are ignored (the pending
 // chains are picked up on the retry).
 //
+// Snapshots (virtio.Snapshotter): Suspend waits for the request in flight
+// and returns it to the driver, so the device holds nothing; its saved
+// state is the limiter's, which must be nil or a ratelimit.DeviceLimiter.
+//
 // Differences from Firecracker, all on paths only a broken or hostile
 // driver takes:
 //   - A chain whose buffers are all empty is a malformed chain here (the

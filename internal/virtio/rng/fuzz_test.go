@@ -140,3 +140,36 @@ func FuzzRequests(f *testing.F) {
 		snap.ExpectWrites(t, virtiotest.Spans{ring.Span()}, ring.WritableSpans(), total)
 	})
 }
+
+// FuzzRestoreState restores arbitrary bytes as the device's own state: an
+// error or a device that saves an equivalent state and activates, never a
+// panic.
+func FuzzRestoreState(f *testing.F) {
+	f.Add([]byte(`{"rate_limiter":null}`))
+	f.Add([]byte(`{"rate_limiter":{"Bandwidth":{"Size":1000,"OneTimeBurst":5,"RefillTime":100,"Budget":300,"ElapsedNs":12345},"Ops":null}}`))
+	f.Add([]byte(`{"rate_limiter":{"Bandwidth":null,"Ops":{"Size":1,"RefillTime":18446744073709,"Budget":18446744073709551615,"ElapsedNs":18446744073709551615}}}`))
+	f.Add([]byte(`{"rate_limiter":{}}`))
+	mem := virtiotest.MemoryAt(f, 0, 0x10000)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		d := New(nil)
+		if err := d.RestoreState(data); err != nil {
+			return
+		}
+		again, err := d.SaveState()
+		if err != nil {
+			t.Fatalf("restored state does not save: %v", err)
+		}
+		if err := New(nil).RestoreState(again); err != nil {
+			t.Fatalf("saved state %s does not restore: %v", again, err)
+		}
+		ring := virtiotest.RingAt(t, mem, 0, 16)
+		if err := d.Activate(mem, []*virtio.Queue{ring.InitQueue(t, false)}, &virtiotest.IRQ{}); err != nil {
+			t.Fatal(err)
+		}
+		d.Suspend()
+		if err := d.Resume(); err != nil {
+			t.Fatal(err)
+		}
+		d.Reset()
+	})
+}

@@ -13,7 +13,9 @@
 //     WaitGoroutines (goroutine leaks after a reset), metric deltas
 //     (Track);
 //   - interrupts that count (IRQ for a device, Line for a transport) and
-//     virtio-mmio register access (Read32, Write32, SetupQueue).
+//     virtio-mmio register access (Read32, Write32, SetupQueue);
+//   - snapshots of a transport and its device as JSON (SaveJSON,
+//     RestoreJSON, MoveState).
 //
 // Only tests import it.
 package virtiotest

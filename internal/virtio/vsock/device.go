@@ -71,16 +71,47 @@ type Config struct {
 }
 
 // Device is the virtio-vsock device with its Unix-socket backend. It
-// implements virtio.Device; a transport drives it.
+// implements virtio.Device and virtio.Snapshotter; a transport drives it.
 type Device struct {
-	cid     uint64
+	// cid is the guest CID; only RestoreState changes it, on an inactive
+	// device, but the configuration space is read from vCPUs.
+	cid     atomic.Uint64
 	udsPath string
 	ln      *net.UnixListener
 	m       *metrics.VsockMetrics
 
 	// life holds the acknowledged features and the running worker, and
-	// serialises Activate, Reset and Close.
+	// serialises Activate, Suspend, Resume, Reset, Close and the snapshot
+	// methods.
 	life virtio.Lifecycle[*worker]
+
+	// What one activation keeps while no worker runs (between Suspend and
+	// Resume), handed to each worker it starts and taken back when that
+	// worker exits. Guarded by life's lock: the worker's start function
+	// and its exit hook run under it, as do Forget and Exclusive.
+	mux *muxer // the connections; nil until the first worker
+	// handshakes are host clients whose CONNECT line was being read or
+	// handed over when the worker stopped.
+	handshakes []*handshake
+	gate       resetGate
+	// portLast is the host-port sequence for the next muxer (restored
+	// from a snapshot, or the start of the range).
+	portLast uint32
+	// started: a worker of this activation has run, so the next start is
+	// a Resume. mem and evq are the activation's, for SaveState.
+	started bool
+	mem     *memory.Guest
+	evq     *virtio.Queue
+}
+
+// resetGate is the RX gate of a transport reset: while wait is set the
+// device delivers nothing on the RX queue. avail is how many event
+// buffers were left available once the device took the one it wrote the
+// event into; the driver acknowledges by making more available (it
+// re-posts that buffer) and kicking the queue.
+type resetGate struct {
+	wait  bool
+	avail uint16
 }
 
 // New returns an inactive vsock device. It takes ownership of
@@ -90,17 +121,20 @@ func New(cfg Config) (*Device, error) {
 		return nil, errors.New("vsock: no listener")
 	}
 	m := &metrics.Default.Vsock
-	return &Device{
-		cid:     uint64(cfg.GuestCID),
-		udsPath: cfg.UDSPath,
-		ln:      cfg.Listener,
-		m:       m,
-		life:    virtio.Lifecycle[*worker]{Name: "vsock", Queues: 3, ActivateFails: &m.ActivateFails, ErrClosed: ErrClosed},
-	}, nil
+	d := &Device{
+		udsPath:  cfg.UDSPath,
+		ln:       cfg.Listener,
+		m:        m,
+		portLast: localPortFirst - 1,
+	}
+	d.cid.Store(uint64(cfg.GuestCID))
+	d.life.Name, d.life.Queues, d.life.ActivateFails, d.life.ErrClosed = "vsock", 3, &m.ActivateFails, ErrClosed
+	d.life.Forget = d.forget
+	return d, nil
 }
 
 // CID returns the guest CID.
-func (d *Device) CID() uint64 { return d.cid }
+func (d *Device) CID() uint64 { return d.cid.Load() }
 
 // UDSPath returns the host socket path.
 func (d *Device) UDSPath() string { return d.udsPath }
@@ -121,7 +155,7 @@ func (d *Device) AckedFeatures() uint64 { return d.life.AckedFeatures() }
 // guest_cid, a little-endian u64.
 func (d *Device) ReadConfig(offset uint64, data []byte) {
 	var cfg [8]byte
-	binary.LittleEndian.PutUint64(cfg[:], d.cid)
+	binary.LittleEndian.PutUint64(cfg[:], d.cid.Load())
 	virtio.ReadConfigBytes(cfg[:], offset, data)
 }
 
@@ -142,22 +176,68 @@ func (d *Device) Activated() bool { return d.life.Active() }
 // queues and connections, and starts accepting host connections.
 func (d *Device) Activate(mem *memory.Guest, queues []*virtio.Queue, interrupt virtio.Interrupt) error {
 	return d.life.Activate(mem, queues, interrupt, func() (*worker, *virtio.Worker, error) {
-		if d.ln.SetDeadline(time.Time{}) != nil {
-			// A previous Reset stopped Accept with a past deadline.
-			return nil, nil, errors.New("vsock: listener unusable")
-		}
-		w := newWorker(d.cid, d.udsPath, d.m, mem, queues, interrupt)
-		// Reset closes every host connection, established or still
-		// sending its CONNECT line, and waits for all the goroutines.
-		w.OnStop(func() {
-			// Wake Accept; Activate clears the deadline again.
-			d.ln.SetDeadline(time.Unix(1, 0))
-			w.handshakes.closeAll()
-		}, nil)
-		w.Go(w.run)
-		w.Go(func() { w.acceptLoop(d.ln) })
-		return w, w.Worker, nil
+		return d.start(mem, queues, interrupt)
 	})
+}
+
+// start starts a worker for the activation, at Activate and again at each
+// Resume, from what the device keeps: the connections, the host clients
+// in their handshake and the RX gate. It runs under life's lock.
+func (d *Device) start(mem *memory.Guest, queues []*virtio.Queue, irq virtio.Interrupt) (*worker, *virtio.Worker, error) {
+	if d.ln.SetDeadline(time.Time{}) != nil {
+		// The previous worker stopped Accept with a past deadline.
+		return nil, nil, errors.New("vsock: listener unusable")
+	}
+	resume := d.started
+	d.started, d.mem, d.evq = true, mem, queues[evQ]
+	if d.mux == nil {
+		d.mux = newMuxer(d.cid.Load(), d.udsPath, d.m)
+		d.mux.lastPort = d.portLast
+	}
+	w := newWorker(d.mux, d.m, mem, queues, irq)
+	w.eventWait, w.eventAvail = d.gate.wait, d.gate.avail
+	// A reset event the guest has not acknowledged yet (a snapshot was
+	// just taken, or this is the restored VM) is signalled again, as
+	// Firecracker's kick does; a plain pause and resume has none.
+	w.signalReset = resume && d.gate.wait
+	parked := d.handshakes
+	d.handshakes = nil
+	// Stopping keeps every host connection, established or still sending
+	// its CONNECT line: Suspend hands them to the next worker, Reset's
+	// forget closes them.
+	w.OnStop(func() {
+		// Wake Accept; start clears the deadline again.
+		d.ln.SetDeadline(time.Unix(1, 0))
+		w.handshakes.interrupt()
+	}, func() {
+		d.gate = resetGate{wait: w.eventWait, avail: w.eventAvail}
+		d.handshakes = w.handshakes.take()
+	})
+	w.Go(w.run)
+	w.Go(func() { w.acceptLoop(d.ln) })
+	for _, h := range parked {
+		h.s.SetReadDeadline(time.Time{})
+		w.handshakes.park(h)
+		w.Go(func() { w.handshake(h) })
+	}
+	return w, w.Worker, nil
+}
+
+// forget is the Lifecycle's Forget (Reset, and Close through Reset): it
+// closes the connections and the clients still in their handshake, and
+// forgets the activation.
+func (d *Device) forget() {
+	if d.mux != nil {
+		d.mux.closeAll()
+		d.mux = nil
+	}
+	for _, h := range d.handshakes {
+		h.s.Close()
+	}
+	d.handshakes = nil
+	d.gate = resetGate{}
+	d.portLast = localPortFirst - 1
+	d.started, d.mem, d.evq = false, nil, nil
 }
 
 // QueueNotify implements virtio.Device: it records the kick and wakes the
@@ -167,7 +247,7 @@ func (d *Device) QueueNotify(index int) { d.life.Notify(index) }
 // Reset implements virtio.Device: it stops the worker and the accept loop,
 // closes every host connection (established or still sending its CONNECT
 // line) and waits for all the device's goroutines. The listener stays
-// open for the next activation.
+// open for the next activation. It clears a pending transport reset.
 func (d *Device) Reset() error { return d.life.Reset() }
 
 // Close resets the device and closes the listener, which unlinks its
@@ -237,6 +317,11 @@ type worker struct {
 	irq       virtio.Interrupt
 	mux       *muxer
 	eventWait bool // a transport reset awaits the guest's ack: RX is gated
+	// eventAvail is resetGate.avail while eventWait is set.
+	eventAvail uint16
+	// signalReset: interrupt the event queue as run starts (Resume with
+	// an unacknowledged reset event).
+	signalReset bool
 
 	events    chan connEvent
 	hostConns chan hostConn
@@ -256,11 +341,14 @@ type hostConn struct {
 	port uint32
 }
 
-func newWorker(cid uint64, udsPath string, m *metrics.VsockMetrics, mem *memory.Guest, queues []*virtio.Queue, irq virtio.Interrupt) *worker {
+// newWorker builds a worker around mux, which it takes over: the
+// connections a previous worker left are watched again.
+func newWorker(mux *muxer, m *metrics.VsockMetrics, mem *memory.Guest, queues []*virtio.Queue, irq virtio.Interrupt) *worker {
 	w := &worker{
 		Worker: virtio.NewWorker(),
 		m:      m, mem: mem, irq: irq,
 		rxq: queues[rxQ], txq: queues[txQ], evq: queues[evQ],
+		mux:       mux,
 		events:    make(chan connEvent),
 		hostConns: make(chan hostConn),
 		calls:     make(chan func(*worker)),
@@ -268,15 +356,23 @@ func newWorker(cid uint64, udsPath string, m *metrics.VsockMetrics, mem *memory.
 		timer:     time.NewTimer(time.Hour),
 	}
 	w.timer.Stop()
-	w.mux = newMuxer(cid, udsPath, m, w.events, w.Worker)
-	w.mux.nconns = func(n int) { w.nconns.Store(int32(n)) }
+	mux.attach(w.events, w.Worker, func(n int) { w.nconns.Store(int32(n)) })
 	return w
 }
 
 func (w *worker) run() {
 	defer close(w.runExited)
-	defer w.mux.closeAll()
+	// The connections outlive the worker (see Device.start).
+	defer w.mux.park()
 	defer w.timer.Stop()
+	if w.signalReset {
+		if err := w.irq.TriggerQueue(evQ); err != nil {
+			log.RateLimited(&rlIRQ).Errorf("vsock: Could not trigger device interrupt: %v", err)
+		}
+	}
+	// Kill times may have come while no worker ran.
+	w.mux.sweepKillq()
+	w.armTimer()
 	for {
 		// Reset comes first, whatever else is ready.
 		if w.Stopping() {
@@ -332,7 +428,9 @@ func (w *worker) handleKicks() {
 	if bits&(1<<evQ) != 0 {
 		// The guest's event-queue kick acknowledges a transport reset:
 		// lift the RX gate.
-		w.eventWait = false
+		if w.eventWait && w.resetAcked() {
+			w.eventWait, w.eventAvail = false, 0
+		}
 		if w.mux.hasPendingRx() {
 			irq[rxQ] = w.processRx() || irq[rxQ]
 		}
@@ -460,48 +558,84 @@ func (w *worker) processTx() bool {
 // sendTransportReset puts the reset event in the guest's next event
 // buffer, gates RX until the guest acknowledges it, and interrupts.
 func (w *worker) sendTransportReset() error {
-	c, err := w.evq.Pop(w.mem)
+	avail, used, err := postTransportReset(w.mem, w.evq, w.m)
+	if err == nil {
+		w.eventWait, w.eventAvail = true, avail
+	}
+	if used {
+		if terr := w.irq.TriggerQueue(evQ); err == nil {
+			err = terr
+		}
+	}
+	return err
+}
+
+// resetAcked reports whether an event-queue kick acknowledges the pending
+// transport reset: the driver made more event buffers available than
+// were left after the event was written. A kick with no new buffer is
+// not an ack: Resume and activation kick every queue themselves, and the
+// guest has yet to see the event then.
+func (w *worker) resetAcked() bool {
+	n, err := w.evq.Len(w.mem)
 	if err != nil {
-		w.m.EvQueueEventFails.Inc()
+		// A driver that broke its event ring cannot acknowledge: do not
+		// gate RX forever.
+		log.RateLimited(&rlQueue).Errorf("vsock: event queue: %v", err)
+		return true
+	}
+	return n != w.eventAvail
+}
+
+// postTransportReset writes VIRTIO_VSOCK_EVENT_TRANSPORT_RESET into the
+// driver's next event buffer and returns it used; it returns how many
+// event buffers are left available (resetGate.avail). used reports that a
+// used entry was added (the driver is owed an interrupt), also when a
+// malformed chain went back empty.
+func postTransportReset(mem *memory.Guest, evq *virtio.Queue, m *metrics.VsockMetrics) (avail uint16, used bool, err error) {
+	c, err := evq.Pop(mem)
+	if err != nil {
+		m.EvQueueEventFails.Inc()
 		var ce *virtio.ChainError
 		if errors.As(err, &ce) {
-			if uerr := w.evq.AddUsed(w.mem, ce.Head, 0); uerr == nil {
-				w.irq.TriggerQueue(evQ)
-			}
+			used = evq.AddUsed(mem, ce.Head, 0) == nil
 		}
-		return fmt.Errorf("vsock: event queue: %w", err)
+		return 0, used, fmt.Errorf("vsock: event queue: %w", err)
 	}
 	if c == nil {
-		w.m.EvQueueEventFails.Inc()
-		return errEmptyEventQueue
+		m.EvQueueEventFails.Inc()
+		return 0, false, errEmptyEventQueue
 	}
+	// Counted before the event is visible: the driver cannot have
+	// re-posted this buffer yet.
+	avail, _ = evq.Len(mem)
 	var ev [4]byte
 	binary.LittleEndian.PutUint32(ev[:], EventTransportReset)
 	wr := c.Writer()
 	if _, err := wr.Write(ev[:]); err != nil {
 		log.Errorf("vsock: Failed to write virtio vsock reset event: %v", err)
 	}
-	if err := w.evq.AddUsed(w.mem, c.Head, uint32(wr.Written())); err != nil {
+	if err := evq.AddUsed(mem, c.Head, uint32(wr.Written())); err != nil {
 		log.Errorf("vsock: Failed to add used descriptor %d: %v", c.Head, err)
 	}
 	// The driver refills the event queue after consuming the event; make
 	// sure that kick is not suppressed (EVENT_IDX), since it is the ack.
-	if err := w.evq.EnableNotification(w.mem); err != nil {
+	if err := evq.EnableNotification(mem); err != nil {
 		log.Errorf("vsock: event queue: %v", err)
 	}
-	w.eventWait = true
-	return w.irq.TriggerQueue(evQ)
+	return avail, true, nil
 }
 
 // acceptLoop accepts host clients and starts a handshake goroutine for
-// each, until Reset.
+// each, until the worker stops.
 func (w *worker) acceptLoop(ln *net.UnixListener) {
 	var backoff *time.Timer
 	for {
 		s, err := ln.AcceptUnix()
 		if w.Stopping() {
 			if s != nil {
-				s.Close()
+				// Kept for the next worker (Suspend) or closed by
+				// forget (Reset).
+				w.handshakes.park(&handshake{s: s})
 			}
 			return
 		}
@@ -529,30 +663,54 @@ func (w *worker) acceptLoop(ln *net.UnixListener) {
 			s.Close()
 			continue
 		}
-		if !w.handshakes.add(s) {
+		h := &handshake{s: s}
+		if !w.handshakes.admit(h) {
 			s.Close()
 			continue
 		}
-		w.Go(func() { w.handshake(s) })
+		// Once stopping, h stays parked for the next worker: no reader
+		// starts (interrupt may already have run).
+		if w.Stopping() {
+			return
+		}
+		w.Go(func() { w.handshake(h) })
 	}
 }
 
+// handshake is a host client from its accept until the worker takes it
+// over: the CONNECT line so far, then the port it asked for.
+type handshake struct {
+	s    *net.UnixConn
+	line connectLine
+	port uint32
+	done bool // the line is read: port is set
+}
+
 // handshake reads a client's CONNECT line and hands the connection to the
-// worker.
-func (w *worker) handshake(s *net.UnixConn) {
-	port, err := readConnectPort(s)
-	if !w.handshakes.remove(s) {
-		return // Reset closed it
+// worker. If the worker stops meanwhile, the client stays parked, with
+// what was read of its line, for the next worker (Suspend) or forget
+// (Reset).
+func (w *worker) handshake(h *handshake) {
+	if !h.done {
+		port, err := h.line.read(h.s)
+		if err != nil && w.Stopping() {
+			return // interrupted, or failed as the worker stopped: the next worker reads on
+		}
+		if err != nil {
+			w.handshakes.remove(h)
+			log.RateLimited(&rlHost).Infof("vsock: error adding local-init connection: %v", err)
+			h.s.Close()
+			return
+		}
+		h.port, h.done = port, true
 	}
-	if err != nil {
-		log.RateLimited(&rlHost).Infof("vsock: error adding local-init connection: %v", err)
-		s.Close()
-		return
-	}
+	// Untracked while the worker owns it, so that no later worker takes
+	// it again.
+	w.handshakes.remove(h)
 	select {
-	case w.hostConns <- hostConn{s: s, port: port}:
+	case w.hostConns <- hostConn{s: h.s, port: h.port}:
 	case <-w.Done():
-		s.Close()
+		w.handshakes.park(h)
 	}
 }
 
@@ -560,44 +718,64 @@ func (w *worker) handshake(s *net.UnixConn) {
 // their CONNECT line (each holds a goroutine and an fd).
 const maxHandshakes = MaxConnections
 
-// handshakes tracks connections whose CONNECT line is being read, so that
-// Reset can close them.
+// handshakes tracks the clients whose CONNECT line is being read, so that
+// a stopping worker can interrupt the reads and leave the clients to the
+// device (Device.start).
 type handshakes struct {
-	mu     sync.Mutex
-	m      map[*net.UnixConn]struct{}
-	closed bool
+	mu sync.Mutex
+	m  map[*handshake]struct{}
 }
 
-func (h *handshakes) add(s *net.UnixConn) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closed || len(h.m) >= maxHandshakes {
+// admit tracks a new client; false when too many are in their handshake.
+func (t *handshakes) admit(h *handshake) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.m) >= maxHandshakes {
 		return false
 	}
-	if h.m == nil {
-		h.m = make(map[*net.UnixConn]struct{})
-	}
-	h.m[s] = struct{}{}
+	t.parkLocked(h)
 	return true
 }
 
-// remove reports whether s was still tracked (not closed by closeAll).
-func (h *handshakes) remove(s *net.UnixConn) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if _, ok := h.m[s]; !ok {
-		return false
-	}
-	delete(h.m, s)
-	return true
+// park tracks h whatever the limit: a client the device already took.
+func (t *handshakes) park(h *handshake) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.parkLocked(h)
 }
 
-func (h *handshakes) closeAll() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.closed = true
-	for s := range h.m {
-		s.Close()
+func (t *handshakes) parkLocked(h *handshake) {
+	if t.m == nil {
+		t.m = make(map[*handshake]struct{})
 	}
-	clear(h.m)
+	t.m[h] = struct{}{}
+}
+
+func (t *handshakes) remove(h *handshake) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.m, h)
+}
+
+// interrupt ends the reads in progress, without closing the clients: a
+// read deadline in the past wakes them.
+func (t *handshakes) interrupt() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for h := range t.m {
+		h.s.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+// take returns and forgets the clients still tracked, once the worker's
+// goroutines have exited.
+func (t *handshakes) take() []*handshake {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]*handshake, 0, len(t.m))
+	for h := range t.m {
+		out = append(out, h)
+	}
+	clear(t.m)
+	return out
 }

@@ -33,8 +33,19 @@
 // dropped, packets for no connection get an RST (except REQUESTs).
 //
 // SendTransportReset puts VIRTIO_VSOCK_EVENT_TRANSPORT_RESET on the event
-// queue (when a snapshot is taken); the RX queue is then gated until the
-// guest kicks the event queue.
+// queue; the RX queue is then gated until the guest acknowledges it.
+//
+// Snapshots (virtio.Snapshotter): Suspend stops every goroutine of the
+// device but keeps the host connections, with their buffered data, and
+// the clients still sending their CONNECT line; Resume hands them to a
+// new worker, so a plain pause loses nothing. SaveState, on a suspended
+// device, does what Firecracker does for a snapshot: it writes the
+// transport reset event into the guest's next event buffer, gates RX and
+// closes every host connection (connections cannot be saved; the
+// listener and the clients mid-handshake stay). The state is the guest
+// CID, the gate and the host-port sequence; Resume, in the source VM or
+// in the restored one, interrupts the guest for a reset it has not
+// acknowledged yet.
 //
 // Concurrency: one worker goroutine per activation owns the queues, the
 // muxer and every connection's state, standing in for Firecracker's VMM
@@ -50,7 +61,9 @@
 // and reads each client's CONNECT line in a goroutine of its own (at most
 // 1023 at a time), so a slow client holds up nobody. Reset stops all of
 // them, closes every host connection and leaves the listener open; Close
-// also closes the listener.
+// also closes the listener. Suspend stops them too, but wakes the waiters
+// and the handshake reads with a deadline in the past instead of closing
+// the sockets.
 //
 // Differences from Firecracker, none visible to a well-behaved peer:
 //   - Kill timers fire on time; Firecracker only checks them when a
@@ -67,6 +80,11 @@
 //     refused with RST rather than replacing it.
 //   - The event is written only into a device-writable event buffer, and
 //     its used length is the 4 bytes written.
+//   - A transport reset is acknowledged by an event-queue kick that comes
+//     with more event buffers than were left after the event (Linux
+//     re-posts the buffer it consumed), not by any kick: Resume and
+//     activation kick every queue themselves, before the guest has seen
+//     the event.
 //   - Malformed descriptor chains are returned with length 0 and a corrupt
 //     avail ring stops processing (counted in rx/tx_queue_event_fails);
 //     Firecracker panics on the latter.

@@ -224,7 +224,7 @@ func FuzzTxPacket(f *testing.F) {
 			q := r.InitQueue(t, mode&2 != 0)
 			qs = append(qs, q)
 		}
-		w := newWorker(3, uds, vm, mem, qs, &virtiotest.IRQ{})
+		w := newWorker(newMuxer(3, uds, vm), vm, mem, qs, &virtiotest.IRQ{})
 		// As run does when Reset stops it: closing the connections wakes
 		// their readiness waiters.
 		w.OnStop(w.mux.closeAll, nil)

@@ -195,15 +195,16 @@ type muxer struct {
 	lastPort  uint32
 
 	// Readiness waiters: each reports once on events, or gives up when
-	// the activation ends; they run as goroutines of run, so that Reset
-	// waits for them.
+	// the worker stops; they run as goroutines of run, so that Reset and
+	// Suspend wait for them. Both belong to the worker the muxer is
+	// attached to: the muxer outlives a worker stopped by Suspend.
 	events chan<- connEvent
 	run    *virtio.Worker
 	// nconns mirrors len(conns) for the accept loop.
 	nconns func(int)
 }
 
-func newMuxer(cid uint64, udsPath string, m *metrics.VsockMetrics, events chan<- connEvent, run *virtio.Worker) *muxer {
+func newMuxer(cid uint64, udsPath string, m *metrics.VsockMetrics) *muxer {
 	return &muxer{
 		cid: cid, udsPath: udsPath, m: m,
 		conns:     make(map[connKey]*conn),
@@ -211,8 +212,32 @@ func newMuxer(cid uint64, udsPath string, m *metrics.VsockMetrics, events chan<-
 		killq:     newKillQueue(),
 		usedPorts: make(map[uint32]struct{}),
 		lastPort:  localPortFirst - 1,
-		events:    events, run: run,
-		nconns: func(int) {},
+		nconns:    func(int) {},
+	}
+}
+
+// attach hands the muxer to a new worker, before that worker's goroutines
+// run: its connections, kept open by park while no worker ran, are
+// watched again by waiters of the new worker. Readiness that came
+// meanwhile is not lost: a waiter looks at the socket's state first.
+func (m *muxer) attach(events chan<- connEvent, run *virtio.Worker, nconns func(int)) {
+	m.events, m.run, m.nconns = events, run, nconns
+	nconns(len(m.conns))
+	for _, c := range m.conns {
+		// park's waiters have all returned.
+		c.readArmed, c.writeArmed = false, false
+		c.stream.SetDeadline(time.Time{})
+		m.watch(c)
+	}
+}
+
+// park wakes the readiness waiters of a stopping worker without closing
+// the connections: a deadline in the past ends their wait, and the
+// connections stay for the next worker (Resume) or for forget (Reset).
+// The worker calls it as it exits, after its last watch.
+func (m *muxer) park() {
+	for _, c := range m.conns {
+		c.stream.SetDeadline(time.Unix(1, 0))
 	}
 }
 
@@ -456,7 +481,10 @@ func (m *muxer) watch(c *conn) {
 // socket is readable (or writable) and reports it once. Closing the socket
 // wakes it.
 func (m *muxer) spawnWaiter(c *conn, out bool) {
-	m.run.Go(func() {
+	// The waiter reports to the worker that started it, even once the
+	// muxer has moved on to another.
+	events, run := m.events, m.run
+	run.Go(func() {
 		var err error
 		if out {
 			err = c.raw.Write(func(fd uintptr) bool { return pollReady(fd, pollOut) })
@@ -464,8 +492,8 @@ func (m *muxer) spawnWaiter(c *conn, out bool) {
 			err = c.raw.Read(func(fd uintptr) bool { return pollReady(fd, pollIn) })
 		}
 		select {
-		case m.events <- connEvent{c: c, out: out, err: err}:
-		case <-m.run.Done():
+		case events <- connEvent{c: c, out: out, err: err}:
+		case <-run.Done():
 		}
 	})
 }
@@ -532,14 +560,22 @@ func (m *muxer) enqRst(local, peer uint32) {
 	}
 }
 
-// closeAll drops every connection (device reset).
-func (m *muxer) closeAll() {
+// dropConns closes every connection and forgets what was queued for the
+// guest (a snapshot: the guest is told to drop its side with a transport
+// reset). The host-port sequence carries on.
+func (m *muxer) dropConns() {
 	for k := range m.conns {
 		m.removeConn(k)
 	}
 	m.rxq = newRxQueue()
 	m.killq = newKillQueue()
 	clear(m.usedPorts)
+}
+
+// closeAll drops every connection and starts the host ports over (device
+// reset).
+func (m *muxer) closeAll() {
+	m.dropConns()
 	m.lastPort = localPortFirst - 1
 }
 
@@ -548,18 +584,35 @@ func (m *muxer) closeAll() {
 // or connectLineMax bytes, so nothing after the line is consumed. The
 // keyword is case-insensitive.
 func readConnectPort(r io.Reader) (uint32, error) {
-	var buf [connectLineMax]byte
-	if _, err := io.ReadFull(r, buf[:connectLineMin]); err != nil {
-		return 0, err
-	}
-	n := connectLineMin
-	for buf[n-1] != '\n' && n < len(buf) {
-		if _, err := io.ReadFull(r, buf[n:n+1]); err != nil {
+	var l connectLine
+	return l.read(r)
+}
+
+// connectLine is a CONNECT line read so far, so that a read interrupted
+// by Suspend goes on where it stopped once the device resumes.
+type connectLine struct {
+	buf [connectLineMax]byte
+	n   int
+}
+
+// read reads the rest of the line, as readConnectPort does, and parses
+// it. After an error it may be called again: what was read stays.
+func (l *connectLine) read(r io.Reader) (uint32, error) {
+	if l.n < connectLineMin {
+		k, err := io.ReadFull(r, l.buf[l.n:connectLineMin])
+		l.n += k
+		if err != nil {
 			return 0, err
 		}
-		n++
 	}
-	return parseConnectLine(buf[:n])
+	for l.buf[l.n-1] != '\n' && l.n < len(l.buf) {
+		k, err := io.ReadFull(r, l.buf[l.n:l.n+1])
+		l.n += k
+		if err != nil {
+			return 0, err
+		}
+	}
+	return parseConnectLine(l.buf[:l.n])
 }
 
 func parseConnectLine(b []byte) (uint32, error) {

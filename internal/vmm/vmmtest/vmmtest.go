@@ -25,6 +25,8 @@ type Builder struct {
 	Last *VM
 	// Resources is what Build was called with.
 	Resources *vmm.Resources
+	// RestoreOK makes Restore succeed.
+	RestoreOK bool
 }
 
 // Build implements vmm.Builder.
@@ -49,10 +51,29 @@ func (b *Builder) Build(ctx context.Context, res *vmm.Resources, opts vmm.BuildO
 	return vm, nil
 }
 
-// Restore implements vmm.Builder: it always fails, with Firecracker's
-// message for a missing state file.
+// Restore implements vmm.Builder. It waits on Block and signals Started
+// as Build does; then, with RestoreOK, it returns a new VM with default
+// resources, and otherwise fails.
 func (b *Builder) Restore(ctx context.Context, p *vmm.SnapshotLoadParams, opts vmm.BuildOptions) (vmm.VM, *vmm.Resources, error) {
-	return nil, nil, errors.New("Failed to restore from snapshot: test builder cannot restore")
+	if b.Started != nil {
+		b.Started <- struct{}{}
+	}
+	if b.Block != nil {
+		select {
+		case <-b.Block:
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+	}
+	if !b.RestoreOK {
+		return nil, nil, errors.New("Failed to restore from snapshot: test builder cannot restore")
+	}
+	vm := NewVM()
+	res := vmm.NewResources()
+	b.mu.Lock()
+	b.Last, b.Resources = vm, res
+	b.mu.Unlock()
+	return vm, res, nil
 }
 
 // VM is a vmm.VM that records calls.
@@ -117,7 +138,7 @@ func (v *VM) UpdateHotplugMemory(mib uint32) error {
 	v.mu.Unlock()
 	return v.record("UpdateHotplugMemory")
 }
-func (v *VM) CreateSnapshot(ctx context.Context, p *vmm.SnapshotCreateParams) error {
+func (v *VM) CreateSnapshot(ctx context.Context, p *vmm.SnapshotCreateParams, config []byte) error {
 	return v.record("CreateSnapshot")
 }
 func (v *VM) BalloonStats() (vmm.BalloonStats, error) { return v.Stats, nil }
