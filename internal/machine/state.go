@@ -99,7 +99,7 @@ func decodeState(payload []byte) (*machineState, error) {
 	if err := json.Unmarshal(payload, &st); err != nil {
 		return nil, fmt.Errorf("the state is malformed: %s", err)
 	}
-	if len(st.Config) == 0 {
+	if len(st.Config) == 0 || string(st.Config) == "null" {
 		return nil, fmt.Errorf("the state has no VM configuration")
 	}
 	var cfg struct {

@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -208,7 +209,8 @@ func (s *squib) log() string {
 }
 
 func (s *squib) client() *http.Client {
-	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+	// The timeout is a hang guard: no API call of the tests takes minutes.
+	return &http.Client{Timeout: 3 * time.Minute, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", s.sock)
 	}}}
 }
@@ -226,6 +228,15 @@ func (s *squib) api(method, path, body string) (int, string) {
 			return resp.StatusCode, string(b)
 		}
 		if time.Now().After(deadline) {
+			if errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "Timeout") {
+				// squib hangs: have the Go runtime print every goroutine's
+				// stack on its stderr (the console) before it is killed.
+				s.cmd.Process.Signal(syscall.SIGQUIT)
+				select {
+				case <-s.exited:
+				case <-time.After(5 * time.Second):
+				}
+			}
 			s.t.Fatalf("%s %s: %v", method, path, err)
 		}
 		time.Sleep(20 * time.Millisecond)

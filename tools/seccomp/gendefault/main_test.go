@@ -29,9 +29,10 @@ func TestDefaultUpToDate(t *testing.T) {
 func TestIoctlName(t *testing.T) {
 	for req, want := range map[uint64]string{
 		0xae80:     "KVM_RUN",
-		0xc008ae88: "_IOWR(0xae, 0x88, 8)",
+		0xc008ae88: "KVM_GET_MSRS",
 		0x4004ae8b: "_IOW(0xae, 0x8b, 4)",
-		0x8090ae81: "_IOR(0xae, 0x81, 144)",
+		0xc008ae0a: "_IOWR(0xae, 0xa, 8)",
+		0x8090ae8a: "_IOR(0xae, 0x8a, 144)",
 		0xae9a:     "_IO(0xae, 0x9a, 0)",
 	} {
 		if got := ioctlName(req); got != want {
