@@ -7,6 +7,7 @@ BIN ?= bin/squib
 build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/squib
 	CGO_ENABLED=0 $(GO) build -o $(dir $(BIN))squib-jailer ./cmd/squib-jailer
+	CGO_ENABLED=0 $(GO) build -o $(dir $(BIN))squib-uffd-handler ./cmd/squib-uffd-handler
 
 # Every test: formatting and vet, the unit and integration tests of the main
 # module (race detector on), the Firecracker Go SDK compatibility module, and

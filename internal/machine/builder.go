@@ -110,12 +110,10 @@ func (b *Builder) Build(ctx context.Context, res *vmm.Resources, opts vmm.BuildO
 	if opts.EnablePCI {
 		return nil, startErr("the PCI transport (--enable-pci) is not supported by squib yet.")
 	}
-	sys, err := b.openKVM()
+	m, err := b.newMachine()
 	if err != nil {
 		return nil, startErr("%s", err)
 	}
-	m := &Machine{sys: sys, done: make(chan struct{}), log: log}
-	m.cond.L = &m.mu
 	ok := false
 	defer func() {
 		if !ok {
@@ -140,6 +138,18 @@ func (b *Builder) Build(ctx context.Context, res *vmm.Resources, opts vmm.BuildO
 	// freed heap back now so the VMM's resident size stays small for the
 	// guest's whole life.
 	debug.FreeOSMemory()
+	return m, nil
+}
+
+// newMachine opens KVM for a new machine; the caller releases it on
+// failure.
+func (b *Builder) newMachine() (*Machine, error) {
+	sys, err := b.openKVM()
+	if err != nil {
+		return nil, err
+	}
+	m := &Machine{sys: sys, done: make(chan struct{}), log: log}
+	m.cond.L = &m.mu
 	return m, nil
 }
 

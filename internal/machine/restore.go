@@ -106,12 +106,10 @@ func restoredMemory(p *vmm.SnapshotLoadParams) (memFactory, error) {
 // writes the saved state over it in Firecracker's order: vCPUs, then the
 // VM (PIT, clock, interrupt controllers), then the devices.
 func (b *Builder) restore(res *vmm.Resources, opts vmm.BuildOptions, st *machineState, newMem memFactory, start boottimer.Timestamp) (*Machine, error) {
-	sys, err := b.openKVM()
+	m, err := b.newMachine()
 	if err != nil {
 		return nil, loadErr("%s", err)
 	}
-	m := &Machine{sys: sys, done: make(chan struct{}), log: log}
-	m.cond.L = &m.mu
 	ok := false
 	defer func() {
 		if !ok {

@@ -1,8 +1,11 @@
 package virtio
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/squib-vmm/squib/internal/memory"
 )
@@ -80,4 +83,24 @@ type Snapshotter interface {
 	// before the transport activates it with the restored queues. It must
 	// reject (not crash on) any malformed data.
 	RestoreState(data []byte) error
+}
+
+// DecodeState decodes a device's saved state: exactly one JSON object with
+// the fields of T and no others, nothing after it, and not null. A blob
+// from another device or a corrupt file thus fails instead of restoring
+// defaults. Devices then check the values themselves.
+func DecodeState[T any](data []byte) (*T, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var v *T
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	if v == nil {
+		return nil, errors.New("no state (null)")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("data after the state")
+	}
+	return v, nil
 }

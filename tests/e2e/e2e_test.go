@@ -203,6 +203,18 @@ func (s *squib) wait(timeout time.Duration) int {
 	return 0
 }
 
+// dumpGoroutines has a hung squib's Go runtime print every goroutine's
+// stack on its stderr (the console, which a failing test logs) and exit,
+// and returns the console text.
+func (s *squib) dumpGoroutines() string {
+	s.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-s.exited:
+	case <-time.After(5 * time.Second):
+	}
+	return s.console.text()
+}
+
 func (s *squib) log() string {
 	b, _ := os.ReadFile(s.logPath)
 	return string(b)
@@ -229,13 +241,7 @@ func (s *squib) api(method, path, body string) (int, string) {
 		}
 		if time.Now().After(deadline) {
 			if errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "Timeout") {
-				// squib hangs: have the Go runtime print every goroutine's
-				// stack on its stderr (the console) before it is killed.
-				s.cmd.Process.Signal(syscall.SIGQUIT)
-				select {
-				case <-s.exited:
-				case <-time.After(5 * time.Second):
-				}
+				s.dumpGoroutines()
 			}
 			s.t.Fatalf("%s %s: %v", method, path, err)
 		}
@@ -342,8 +348,9 @@ func nestedCrash(log string) bool {
 // startGuest is startWrapped for a test whose guest must come up. In
 // sandbox mode a squib that the nested emulator's triple fault ends before
 // the guest's init reports (see nestedFlake; it strikes within
-// milliseconds of a start, mostly right after another VM exited) is started
-// again, at most twice, after cleanup(), and the failed attempt is logged.
+// milliseconds of a start, mostly right after another VM exited), or whose
+// guest hangs before its init, is started again, at most twice, after
+// cleanup(), and the failed attempt is logged.
 func startGuest(t *testing.T, wrap []string, cleanup func(), args ...string) *squib {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
@@ -360,9 +367,15 @@ func startGuest(t *testing.T, wrap []string, cleanup func(), args ...string) *sq
 
 // crashedBeforeUp waits until the guest's init reports or squib exits, and
 // reports whether squib ended in a nested-emulator crash before the guest
-// came up.
+// came up, or (in sandbox mode) the guest made no progress to its init in
+// sandboxHang, the emulator's other failure, in which case squib is
+// killed.
 func (s *squib) crashedBeforeUp() bool {
-	deadline := time.Now().Add(bootTimeout)
+	limit := bootTimeout
+	if os.Getenv("SQUIB_TEST_MODE") == "sandbox" {
+		limit = sandboxHang
+	}
+	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
 		if strings.Contains(s.console.text(), "SQUIB-GUEST-UP") {
 			return false
@@ -375,6 +388,12 @@ func (s *squib) crashedBeforeUp() bool {
 			return nestedCrash(s.log())
 		case <-time.After(20 * time.Millisecond):
 		}
+	}
+	if limit == sandboxHang {
+		s.t.Logf("the guest did not reach its init in %v under nested virtualization; squib's goroutines:\n%s", limit, s.dumpGoroutines())
+		s.cmd.Process.Kill()
+		<-s.exited
+		return true
 	}
 	return false
 }

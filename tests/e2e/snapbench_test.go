@@ -27,9 +27,9 @@ func BenchmarkSnapshot(b *testing.B) {
 	for _, mib := range []int{128, 1024} {
 		b.Run(fmt.Sprintf("mem=%dMiB", mib), func(b *testing.B) {
 			var create, load, answer time.Duration
-			var lat latencies
+			var lat, idle latencies
 			for i := 0; i < b.N; i++ {
-				c, l, a := snapshotRound(b, mib, &lat)
+				c, l, a := snapshotRound(b, mib, &lat, &idle)
 				create, load, answer = create+c, load+l, answer+a
 			}
 			n := float64(b.N)
@@ -40,6 +40,11 @@ func BenchmarkSnapshot(b *testing.B) {
 			b.ReportMetric(p50, "us-GET/-p50")
 			b.ReportMetric(p99, "us-GET/-p99")
 			b.ReportMetric(max, "us-GET/-max")
+			// The same client against the same squib with nothing running,
+			// for comparison on this (noisy, emulated) machine.
+			p50, p99, _ = idle.stats()
+			b.ReportMetric(p50, "us-GET/-idle-p50")
+			b.ReportMetric(p99, "us-GET/-idle-p99")
 		})
 	}
 }
@@ -117,19 +122,34 @@ func timedAPI(b *testing.B, s *squib, lat *latencies, method, path, body string)
 
 // snapshotRound boots a guest, snapshots it, restores it in a new squib
 // and ends it; it returns the create, load and load-to-answer times.
-func snapshotRound(b *testing.B, mib int, lat *latencies) (create, load, answer time.Duration) {
+func snapshotRound(b *testing.B, mib int, lat, idle *latencies) (create, load, answer time.Duration) {
+	// Progress on stderr, which reaches the console at once: a run that
+	// ends L1 shows where it was.
+	step := func(s string) { fmt.Fprintf(os.Stderr, "snapshot bench %d MiB: %s\n", mib, s) }
 	dir := b.TempDir()
 	uds := filepath.Join(dir, "v.sock")
 	g := guest{kernel: envB(b, "SQUIB_GUEST_VMLINUX"), vcpus: 1, memMiB: mib,
 		args:  "squib.modules=virtio_mmio,vmw_vsock_virtio_transport squib.test=snapecho",
 		extra: map[string]any{"vsock": map[string]any{"guest_cid": 3, "uds_path": uds}}}
 	s := startB(b, dir, "a", "--config-file", writeConfig(b, g))
-	waitLineB(b, s.console, "SQUIB-SNAP-READY")
+	if !s.waitLineQuiet("SQUIB-SNAP-READY", bootTimeout) {
+		b.Fatalf("the guest never became ready; console and goroutines:\n%s\nlog:\n%s", s.dumpGoroutines(), s.log())
+	}
+	step("guest ready")
+	stop, done := make(chan struct{}), make(chan struct{})
+	var seen bool
+	go func() { idle.poll(b, s, "", stop, &seen); close(done) }()
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	<-done
 	s.apiB(b, "PATCH", "/vm", `{"state":"Paused"}`)
+	step("paused")
 	state, mem := filepath.Join(dir, "vm.state"), filepath.Join(dir, "vm.mem")
 	create = timedAPI(b, s, lat, "PUT", "/snapshot/create", fmt.Sprintf(`{"snapshot_type":"Full","snapshot_path":%q,"mem_file_path":%q}`, state, mem))
+	step("created")
 	s.cmd.Process.Kill()
-	s.cmd.Wait()
+	<-s.exited
+	step("first squib killed")
 	os.Remove(uds)
 
 	r := startB(b, dir, "b")
@@ -146,8 +166,9 @@ func snapshotRound(b *testing.B, mib int, lat *latencies) (create, load, answer 
 		time.Sleep(time.Millisecond)
 	}
 	answer = time.Since(t0)
+	step("restored guest answered")
 	r.apiB(b, "PUT", "/actions", `{"action_type":"SendCtrlAltDel"}`)
-	r.cmd.Wait()
+	<-r.exited
 	os.Remove(state)
 	os.Remove(mem)
 	return create, load, answer
@@ -174,13 +195,15 @@ func vsockEcho(uds string) bool {
 
 // startB starts squib with its API socket in dir (named by tag).
 func startB(b *testing.B, dir, tag string, args ...string) *squib {
-	s := &squib{console: newConsole(), dir: dir, sock: filepath.Join(dir, tag+".sock"), logPath: filepath.Join(dir, tag+".log"), exited: make(chan struct{})}
+	s := &squib{console: newConsole(), dir: dir, sock: filepath.Join(dir, tag+".sock"), logPath: filepath.Join(dir, tag+".log")}
 	full := squibArgs(append([]string{"--api-sock", s.sock, "--log-path", s.logPath, "--level", "Info"}, args...))
 	s.cmd = exec.Command(envB(b, "SQUIB_BIN"), full...)
 	s.cmd.Stdout, s.cmd.Stderr = s.console, s.console
 	if err := s.cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
+	s.exited = make(chan struct{})
+	go func() { s.cmd.Wait(); close(s.exited) }()
 	b.Cleanup(func() { s.cmd.Process.Kill() })
 	return s
 }
@@ -210,4 +233,15 @@ func (s *squib) apiB(b *testing.B, method, path, body string) {
 
 func newRequest(method, path, body string) (*http.Request, error) {
 	return http.NewRequest(method, "http://localhost"+path, strings.NewReader(body))
+}
+
+// waitLineQuiet waits for a console line holding prefix and reports
+// whether it came in time.
+func (s *squib) waitLineQuiet(prefix string, timeout time.Duration) bool {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+		if strings.Contains(s.console.text(), prefix) {
+			return true
+		}
+	}
+	return false
 }

@@ -1,12 +1,12 @@
 package balloon
 
 import (
-	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+
+	"github.com/squib-vmm/squib/internal/virtio"
 )
 
 // ErrRunning is returned by SaveState while the device's worker runs: a
@@ -189,18 +189,11 @@ func tagIndex(name string) int {
 // fields of savedState and no others, and values a device could have
 // saved.
 func decodeState(data []byte) (*savedState, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	var s *savedState
-	if err := dec.Decode(&s); err != nil {
+	s, err := virtio.DecodeState[savedState](data)
+	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrState, err)
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, fmt.Errorf("%w: data after the state", ErrState)
-	}
 	switch {
-	case s == nil:
-		return nil, fmt.Errorf("%w: null", ErrState)
 	case (s.StatsDescIndex != nil || len(s.LatestStats) > 0) && s.StatsPollingIntervalS == 0:
 		return nil, fmt.Errorf("%w: statistics saved with statistics off", ErrState)
 	case s.StatsDescIndex != nil && *s.StatsDescIndex >= QueueSize:

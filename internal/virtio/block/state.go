@@ -1,13 +1,12 @@
 package block
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 
 	"github.com/squib-vmm/squib/internal/ratelimit"
+	"github.com/squib-vmm/squib/internal/virtio"
 )
 
 // state is the device's own snapshot state (virtio.Snapshotter). The
@@ -65,8 +64,8 @@ func (d *Device) SaveState() ([]byte, error) {
 // configured one (Limiter returns it from then on). The capacity stays
 // the backing file's; if the guest saw another, Resume tells it.
 func (d *Device) RestoreState(data []byte) error {
-	var s *state
-	if err := decodeStrict(data, &s); err != nil {
+	s, err := virtio.DecodeState[state](data)
+	if err != nil {
 		return fmt.Errorf("block: invalid saved state: %w", err)
 	}
 	if s.RateLimiter == nil {
@@ -91,23 +90,4 @@ func (d *Device) RestoreState(data []byte) error {
 		return xerr
 	}
 	return err
-}
-
-// decodeStrict decodes one JSON object into *v (a pointer to a pointer,
-// so that "null" is caught), rejecting unknown fields and trailing data:
-// a blob from another device or a corrupt file fails rather than restore
-// defaults.
-func decodeStrict[T any](data []byte, v **T) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if *v == nil {
-		return errors.New("no state")
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("data after the state")
-	}
-	return nil
 }

@@ -1,11 +1,9 @@
 package net
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"strconv"
 
@@ -210,8 +208,8 @@ func (d *Device) SaveState() ([]byte, error) {
 // return them from then on). Held RX chains are checked against the
 // queue and guest memory when the transport activates the device.
 func (d *Device) RestoreState(data []byte) error {
-	var s *state
-	if err := decodeStrict(data, &s); err != nil {
+	s, err := virtio.DecodeState[state](data)
+	if err != nil {
 		return fmt.Errorf("net: invalid saved state: %w", err)
 	}
 	bad := func(format string, a ...any) error {
@@ -266,23 +264,4 @@ func (d *Device) RestoreState(data []byte) error {
 		return xerr
 	}
 	return err
-}
-
-// decodeStrict decodes one JSON object into *v (a pointer to a pointer,
-// so that "null" is caught), rejecting unknown fields and trailing data:
-// a blob from another device or a corrupt file fails rather than restore
-// defaults.
-func decodeStrict[T any](data []byte, v **T) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if *v == nil {
-		return errors.New("no state")
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("data after the state")
-	}
-	return nil
 }

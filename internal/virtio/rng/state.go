@@ -1,13 +1,12 @@
 package rng
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 
 	"github.com/squib-vmm/squib/internal/ratelimit"
+	"github.com/squib-vmm/squib/internal/virtio"
 )
 
 // state is the device's own snapshot state (virtio.Snapshotter): only the
@@ -55,8 +54,8 @@ func (d *Device) SaveState() ([]byte, error) {
 // the saved limiter, rebuilt by ratelimit.Restore, replaces the configured
 // one (the snapshot holds what the guest has spent of it).
 func (d *Device) RestoreState(data []byte) error {
-	var s *state
-	if err := decodeStrict(data, &s); err != nil {
+	s, err := virtio.DecodeState[state](data)
+	if err != nil {
 		return fmt.Errorf("entropy: invalid saved state: %w", err)
 	}
 	var lim Limiter
@@ -67,7 +66,7 @@ func (d *Device) RestoreState(data []byte) error {
 		}
 		lim = ratelimit.DeviceLimiter{L: l}
 	}
-	var err error
+	err = nil
 	if xerr := d.life.Exclusive(func(*worker) {
 		if d.life.Active() {
 			err = errors.New("entropy: restoring the state of an active device")
@@ -81,23 +80,4 @@ func (d *Device) RestoreState(data []byte) error {
 		return xerr
 	}
 	return err
-}
-
-// decodeStrict decodes one JSON object into *v (a pointer to a pointer,
-// so that "null" is caught), rejecting unknown fields and trailing data:
-// a blob from another device or a corrupt file fails rather than restore
-// defaults.
-func decodeStrict[T any](data []byte, v **T) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if *v == nil {
-		return errors.New("no state")
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("data after the state")
-	}
-	return nil
 }

@@ -1,12 +1,12 @@
 package vsock
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
+
+	"github.com/squib-vmm/squib/internal/virtio"
 )
 
 // ErrRunning is returned by SaveState while the device's worker runs: a
@@ -126,18 +126,11 @@ func (d *Device) RestoreState(data []byte) error {
 // fields of savedState and no others, and values a device could have
 // saved.
 func decodeState(data []byte) (*savedState, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	var s *savedState
-	if err := dec.Decode(&s); err != nil {
+	s, err := virtio.DecodeState[savedState](data)
+	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrState, err)
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, fmt.Errorf("%w: data after the state", ErrState)
-	}
 	switch {
-	case s == nil:
-		return nil, fmt.Errorf("%w: null", ErrState)
 	// 0 to 2 are reserved, and the configuration takes a 32-bit CID.
 	case s.CID < 3 || s.CID > math.MaxUint32:
 		return nil, fmt.Errorf("%w: guest CID %d", ErrState, s.CID)
