@@ -136,6 +136,8 @@ type squib struct {
 	logPath string
 	exited  chan struct{}
 	err     error
+	// stdin is the serial console's input, where a test set it up.
+	stdin io.WriteCloser
 }
 
 func start(t *testing.T, args ...string) *squib {

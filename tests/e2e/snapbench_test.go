@@ -26,16 +26,17 @@ import (
 func BenchmarkSnapshot(b *testing.B) {
 	for _, mib := range []int{128, 1024} {
 		b.Run(fmt.Sprintf("mem=%dMiB", mib), func(b *testing.B) {
-			var create, load, answer time.Duration
+			var create, load, answer, echo time.Duration
 			var lat, idle latencies
 			for i := 0; i < b.N; i++ {
-				c, l, a := snapshotRound(b, mib, &lat, &idle)
-				create, load, answer = create+c, load+l, answer+a
+				c, l, a, e := snapshotRound(b, mib, &lat, &idle)
+				create, load, answer, echo = create+c, load+l, answer+a, echo+e
 			}
 			n := float64(b.N)
 			b.ReportMetric(float64(create.Microseconds())/1000/n, "ms-create")
 			b.ReportMetric(float64(load.Microseconds())/1000/n, "ms-load")
 			b.ReportMetric(float64(answer.Microseconds())/1000/n, "ms-to-answer")
+			b.ReportMetric(float64(echo.Microseconds())/1000/n, "ms-to-console-echo")
 			p50, p99, max := lat.stats()
 			b.ReportMetric(p50, "us-GET/-p50")
 			b.ReportMetric(p99, "us-GET/-p99")
@@ -122,7 +123,7 @@ func timedAPI(b *testing.B, s *squib, lat *latencies, method, path, body string)
 
 // snapshotRound boots a guest, snapshots it, restores it in a new squib
 // and ends it; it returns the create, load and load-to-answer times.
-func snapshotRound(b *testing.B, mib int, lat, idle *latencies) (create, load, answer time.Duration) {
+func snapshotRound(b *testing.B, mib int, lat, idle *latencies) (create, load, answer, echo time.Duration) {
 	// Progress on stderr, which reaches the console at once: a run that
 	// ends L1 shows where it was.
 	step := func(s string) { fmt.Fprintf(os.Stderr, "snapshot bench %d MiB: %s\n", mib, s) }
@@ -156,6 +157,7 @@ func snapshotRound(b *testing.B, mib int, lat, idle *latencies) (create, load, a
 	r.waitAPI(b)
 	t0 := time.Now()
 	load = timedAPI(b, r, lat, "PUT", "/snapshot/load", fmt.Sprintf(`{"snapshot_path":%q,"mem_backend":{"backend_type":"File","backend_path":%q},"resume_vm":true}`, state, mem))
+	echo = consoleEcho(b, r.stdin, r.console, t0)
 	for {
 		if vsockEcho(uds) {
 			break
@@ -171,7 +173,31 @@ func snapshotRound(b *testing.B, mib int, lat, idle *latencies) (create, load, a
 	<-r.exited
 	os.Remove(state)
 	os.Remove(mem)
-	return create, load, answer
+	return create, load, answer, echo
+}
+
+// consoleEcho writes a line to the guest's serial console every 5 ms until
+// the guest echoes one (snapecho.sh), and returns the time since t0.
+func consoleEcho(b *testing.B, stdin io.Writer, c *console, t0 time.Time) time.Duration {
+	d, ok := consoleEchoWithin(stdin, c, t0, 2*time.Minute)
+	if !ok {
+		b.Fatalf("the restored guest never echoed on its console:\n%s", c.text())
+	}
+	return d
+}
+
+// consoleEchoWithin is consoleEcho giving up after limit.
+func consoleEchoWithin(stdin io.Writer, c *console, t0 time.Time, limit time.Duration) (time.Duration, bool) {
+	for i := 0; ; i++ {
+		fmt.Fprintf(stdin, "ping-%d\n", i)
+		if strings.Contains(c.text(), "SQUIB-ECHO=ping-") {
+			return time.Since(t0), true
+		}
+		if time.Since(t0) > limit {
+			return 0, false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // vsockEcho reports whether an echo through the guest's port 5000 works.
@@ -199,6 +225,10 @@ func startB(b *testing.B, dir, tag string, args ...string) *squib {
 	full := squibArgs(append([]string{"--api-sock", s.sock, "--log-path", s.logPath, "--level", "Info"}, args...))
 	s.cmd = exec.Command(envB(b, "SQUIB_BIN"), full...)
 	s.cmd.Stdout, s.cmd.Stderr = s.console, s.console
+	var err error
+	if s.stdin, err = s.cmd.StdinPipe(); err != nil {
+		b.Fatal(err)
+	}
 	if err := s.cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
