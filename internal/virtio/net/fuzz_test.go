@@ -384,13 +384,7 @@ func FuzzRestoreState(f *testing.F) {
 		if err := d.RestoreState(data); err != nil {
 			return
 		}
-		again, err := d.SaveState()
-		if err != nil {
-			t.Fatalf("restored state does not save: %v", err)
-		}
-		if err := newDev(t).RestoreState(again); err != nil {
-			t.Fatalf("saved state %s does not restore: %v", again, err)
-		}
+		virtiotest.CheckResave(t, d, newDev(t))
 		features := uint64(featAll)
 		if len(data)%2 == 1 {
 			features = featSmall

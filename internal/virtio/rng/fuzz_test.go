@@ -155,21 +155,9 @@ func FuzzRestoreState(f *testing.F) {
 		if err := d.RestoreState(data); err != nil {
 			return
 		}
-		again, err := d.SaveState()
-		if err != nil {
-			t.Fatalf("restored state does not save: %v", err)
-		}
-		if err := New(nil).RestoreState(again); err != nil {
-			t.Fatalf("saved state %s does not restore: %v", again, err)
-		}
+		virtiotest.CheckResave(t, d, New(nil))
 		ring := virtiotest.RingAt(t, mem, 0, 16)
-		if err := d.Activate(mem, []*virtio.Queue{ring.InitQueue(t, false)}, &virtiotest.IRQ{}); err != nil {
-			t.Fatal(err)
-		}
-		d.Suspend()
-		if err := d.Resume(); err != nil {
-			t.Fatal(err)
-		}
+		virtiotest.ActivateSuspendResume(t, d, mem, []*virtio.Queue{ring.InitQueue(t, false)})
 		d.Reset()
 	})
 }

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"testing"
 
+	"github.com/squib-vmm/squib/internal/memory"
+	"github.com/squib-vmm/squib/internal/virtio"
 	"github.com/squib-vmm/squib/internal/virtio/mmio"
 )
 
@@ -47,4 +49,35 @@ func MoveState(t testing.TB, old, fresh *mmio.Transport) []byte {
 	b := SaveJSON(t, old)
 	RestoreJSON(t, fresh, b)
 	return b
+}
+
+// CheckResave is the fuzz targets' property for a device d whose
+// RestoreState accepted some input: d saves a state, and fresh (a new
+// device of the same configuration) restores that state.
+func CheckResave(t testing.TB, d, fresh virtio.Snapshotter) {
+	t.Helper()
+	again, err := d.SaveState()
+	if err != nil {
+		t.Fatalf("restored state does not save: %v", err)
+	}
+	if err := fresh.RestoreState(again); err != nil {
+		t.Fatalf("saved state %s does not restore: %v", again, err)
+	}
+}
+
+// ActivateSuspendResume activates d with queues and a test interrupt over
+// mem, then suspends and resumes it, failing t on any error: what a
+// restored device goes through before its guest runs.
+func ActivateSuspendResume(t testing.TB, d interface {
+	virtio.Device
+	virtio.Snapshotter
+}, mem *memory.Guest, queues []*virtio.Queue) {
+	t.Helper()
+	if err := d.Activate(mem, queues, &IRQ{}); err != nil {
+		t.Fatal(err)
+	}
+	d.Suspend()
+	if err := d.Resume(); err != nil {
+		t.Fatal(err)
+	}
 }
