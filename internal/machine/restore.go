@@ -175,9 +175,15 @@ func (m *Machine) restoreVM(st *machineState, clockRealtime bool) error {
 		return err
 	}
 	c := kvm.ClockData{Clock: st.VM.Clock.Clock}
-	if clockRealtime && st.VM.Clock.Flags&kvm.ClockRealtime != 0 {
+	switch {
+	case clockRealtime && st.VM.Clock.Flags&kvm.ClockRealtime != 0:
 		c.Flags = kvm.ClockRealtime
 		c.Realtime = st.VM.Clock.Realtime
+	case clockRealtime:
+		// KVM records the real time with the clock only on hosts whose
+		// clocksource is the TSC; without it the guest's clock continues
+		// from the snapshot, as without clock_realtime.
+		log.Warnf("clock_realtime: the snapshot holds no real time (its host's KVM did not report one); the guest's clock continues from the snapshot")
 	}
 	if err := m.vm.SetClock(&c); err != nil {
 		return err

@@ -9,6 +9,7 @@
 # connects to port 5000 (CONNECT 5000); once that echo is served the guest
 # checks its devices and reports
 #   SQUIB-SNAP-VSOCK-HOST=served
+#   SQUIB-SNAP-DATE=<the guest's wall clock, seconds since the epoch>
 #   SQUIB-SNAP-DISK-OLD=<the file written before the snapshot>
 #   SQUIB-SNAP-DISK=ok|failed       write, sync and read back a new file
 #   SQUIB-SNAP-PING=ok|failed       ping the host
@@ -43,6 +44,7 @@ else
 	echo "SQUIB-SNAP-VSOCK-HOST=failed"
 	rc=1
 fi
+echo "SQUIB-SNAP-DATE=$(date +%s)"
 echo "SQUIB-SNAP-DISK-OLD=$(tr ' ' '_' </mnt/before.txt)"
 if echo "written after the restore" >/mnt/after.txt && sync && [ "$(cat /mnt/after.txt)" = "written after the restore" ]; then
 	echo "SQUIB-SNAP-DISK=ok"
