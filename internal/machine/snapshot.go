@@ -169,9 +169,8 @@ func (m *Machine) collectDirty(diff bool) ([][]uint64, error) {
 		}
 		return res, nil
 	}
-	scratch := make([]uint64, 0)
 	for i := range regions {
-		scratch = append(scratch[:0], make([]uint64, len(m.dirty[i]))...)
+		scratch := make([]uint64, len(m.dirty[i]))
 		if err := m.vm.GetDirtyLog(uint32(i), scratch); err != nil {
 			return nil, err
 		}
@@ -190,6 +189,5 @@ func (m *Machine) clearDirty() {
 	}
 }
 
-// errSnapshotUnsupported is returned for a VM whose devices cannot be
-// saved.
-var errSnapshotUnsupported = errors.New("the microVM has devices without snapshot support")
+// errNotParked is returned for a snapshot of a VM whose vCPUs run.
+var errNotParked = errors.New("the vCPUs are not paused")

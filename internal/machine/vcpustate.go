@@ -1,7 +1,6 @@
 package machine
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 
@@ -187,5 +186,3 @@ func tscDiffers(cur, saved uint32) bool {
 	}
 	return d*1_000_000 > int64(saved)*250
 }
-
-var errNotParked = errors.New("the vCPUs are not paused")

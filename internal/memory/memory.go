@@ -159,22 +159,21 @@ func (g *Guest) Size() uint64 {
 // through the slice, so while dirty tracking is on (TrackDirty) the pages
 // it covers are marked dirty.
 func (g *Guest) Slice(gpa, n uint64) ([]byte, error) {
-	i, off, ok := g.locate(gpa, n)
-	if !ok {
-		return nil, fmt.Errorf("%w: [%#x, +%#x)", ErrOutOfBounds, gpa, n)
-	}
-	if g.track.Load() {
-		g.markDirty(i, off, n)
-	}
-	m := g.regions[i].Mem
-	return m[off : off+n : off+n], nil
+	return g.slice(gpa, n, true)
 }
 
 // view is Slice for the read accessors: it marks nothing dirty.
-func (g *Guest) view(gpa, n uint64) ([]byte, error) {
+func (g *Guest) view(gpa, n uint64) ([]byte, error) { return g.slice(gpa, n, false) }
+
+// slice returns the host bytes of [gpa, gpa+n), marking them dirty if
+// write and tracking is on.
+func (g *Guest) slice(gpa, n uint64, write bool) ([]byte, error) {
 	i, off, ok := g.locate(gpa, n)
 	if !ok {
 		return nil, fmt.Errorf("%w: [%#x, +%#x)", ErrOutOfBounds, gpa, n)
+	}
+	if write && g.track.Load() {
+		g.markDirty(i, off, n)
 	}
 	m := g.regions[i].Mem
 	return m[off : off+n : off+n], nil

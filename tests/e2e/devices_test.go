@@ -128,6 +128,53 @@ func inNetns(t testing.TB, pid int, f func() error) {
 	}
 }
 
+// acceptLine listens on TCP port 5000 in pid's network namespace and
+// delivers the first line one connection sends (or the accept error).
+func acceptLine(t testing.TB, pid int) <-chan string {
+	t.Helper()
+	got := make(chan string, 1)
+	inNetns(t, pid, func() error {
+		ln, err := net.Listen("tcp4", ":5000")
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer ln.Close()
+			c, err := ln.Accept()
+			if err != nil {
+				got <- err.Error()
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(time.Minute))
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			got <- line
+		}()
+		return nil
+	})
+	return got
+}
+
+// echoServer echoes every connection to the Unix socket at path (where a
+// guest's vsock connection to the host arrives) until the test ends.
+func echoServer(t testing.TB, path string) {
+	t.Helper()
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+}
+
 // waitExec waits until pid runs binary (the wrapper has set up and
 // exec'd).
 func waitExec(t testing.TB, pid int, binary string) {
@@ -157,26 +204,7 @@ func TestNetAndMMDS(t *testing.T) {
 	s := startGuest(t, []string{"unshare", "-n", "sh", "-c", netnsScript, "sh"}, nil,
 		"--no-api", "--config-file", g.config(t), "--metadata", meta)
 	waitExec(t, s.cmd.Process.Pid, env(t, "SQUIB_BIN"))
-	got := make(chan string, 1)
-	inNetns(t, s.cmd.Process.Pid, func() error {
-		ln, err := net.Listen("tcp4", ":5000")
-		if err != nil {
-			return err
-		}
-		go func() {
-			defer ln.Close()
-			c, err := ln.Accept()
-			if err != nil {
-				got <- err.Error()
-				return
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(time.Minute))
-			line, _ := bufio.NewReader(c).ReadString('\n')
-			got <- line
-		}()
-		return nil
-	})
+	got := acceptLine(t, s.cmd.Process.Pid)
 	c := s.console
 	if v := fact(t, c, "NET-PING"); v != "ok" {
 		t.Errorf("guest ping of the host: %s", v)
@@ -213,20 +241,7 @@ func TestNetAndMMDS(t *testing.T) {
 func TestVsock(t *testing.T) {
 	dir := t.TempDir()
 	uds := filepath.Join(dir, "v.sock")
-	ln, err := net.Listen("unix", uds+"_6000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
+	echoServer(t, uds+"_6000")
 	g := guest{kernel: env(t, "SQUIB_GUEST_VMLINUX"), vcpus: 1, memMiB: 128,
 		args:  "squib.modules=virtio_mmio,vmw_vsock_virtio_transport squib.test=vsock",
 		extra: map[string]any{"vsock": map[string]any{"guest_cid": 3, "uds_path": uds}}}

@@ -115,7 +115,7 @@ func (s *squib) kill() {
 type restored struct {
 	*squib
 	uds string
-	tcp chan string
+	tcp <-chan string
 }
 
 // restore starts a new squib and loads the snapshot into it (resumed).
@@ -125,40 +125,8 @@ func restore(t *testing.T, dir, state, memBackend string, extra ...string) *rest
 	uds := filepath.Join(dir, "restored-v.sock")
 	s := startWrapped(t, []string{"unshare", "-n", "sh", "-c", netnsScriptTap("tap1"), "sh"})
 	waitExec(t, s.cmd.Process.Pid, env(t, "SQUIB_BIN"))
-	r := &restored{squib: s, uds: uds, tcp: make(chan string, 1)}
-	inNetns(t, s.cmd.Process.Pid, func() error {
-		ln, err := net.Listen("tcp4", ":5000")
-		if err != nil {
-			return err
-		}
-		go func() {
-			defer ln.Close()
-			c, err := ln.Accept()
-			if err != nil {
-				r.tcp <- err.Error()
-				return
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(time.Minute))
-			line, _ := bufio.NewReader(c).ReadString('\n')
-			r.tcp <- line
-		}()
-		return nil
-	})
-	ln, err := net.Listen("unix", uds+"_6000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
+	r := &restored{squib: s, uds: uds, tcp: acceptLine(t, s.cmd.Process.Pid)}
+	echoServer(t, uds+"_6000")
 	body := fmt.Sprintf(`{"snapshot_path":%q,"mem_backend":%s,"resume_vm":true,%s
 		"network_overrides":[{"iface_id":"eth0","host_dev_name":"tap1"}],"vsock_override":{"uds_path":%q}}`, state, memBackend, strings.Join(append(extra, ""), ","), uds)
 	if code, resp := s.api("PUT", "/snapshot/load", body); code != 204 {
